@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from gfpgan_debug.compat import torch_deprecations_silenced
+
 LEAKY_SLOPE = 0.2  # every leaky ReLU in the model (TorchScript: forward() spells it out as a literal)
 
 
@@ -150,12 +152,15 @@ class StyleConv(nn.Module):
         return self.activate(out)
 
 
-@torch.jit.interface
 class StyleConvModule(nn.Module):
     """TorchScript: the type that lets the decoder index ``style_convs`` with a computed position."""
 
     def forward(self, x: Tensor, style: Tensor, noise: Optional[Tensor] = None) -> Tensor:
         pass
+
+
+with torch_deprecations_silenced():
+    StyleConvModule = torch.jit.interface(StyleConvModule)
 
 
 class ToRGB(nn.Module):
