@@ -1,0 +1,88 @@
+"""Look inside an exported model with netron, embedded in the notebook.
+
+    view = show_in_netron("build/artefacts/model.onnx")   # serves on 127.0.0.1, free port; shows an IFrame
+    view.stop()                                             # or stop_all(); the kernel's exit stops it too
+
+netron (9.x) serves from a daemon thread of this process, so the server cannot outlive the kernel; an
+``atexit`` hook also stops it cleanly. Two things to know (measured, see shared/notes/stack.md):
+
+* netron keeps the served model in a class attribute, so one process serves one model at a time:
+  ``show_in_netron`` stops the previous view before it starts the next (an old IFrame would otherwise
+  silently show the new model when reloaded).
+* Offline, the page first asks for cookie consent (click "Accept" once), and a netron build older than 180
+  days shows only "Please update to the newest version": then upgrade the ``netron`` pin.
+"""
+import atexit
+import logging
+from pathlib import Path
+
+import netron
+from IPython.display import IFrame
+
+from gfpgan_debug.errors import ArtifactError
+
+HOST = "127.0.0.1"  # never all interfaces: the model file would be readable from the network
+_views = []
+
+
+class NetronView:
+    """One netron server for one file; shows itself as an IFrame in a notebook."""
+
+    def __init__(self, path: Path, address, height: int):
+        self.path = path
+        self.address = address
+        self.height = height
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address[0]}:{self.address[1]}/"
+
+    @property
+    def running(self) -> bool:
+        return netron.status(self.address)
+
+    def stop(self):
+        """Stop the server (the IFrame stays, but shows nothing new). Stopping twice is harmless."""
+        if netron.status(self.address):
+            netron.stop(self.address)
+        if self in _views:
+            _views.remove(self)
+
+    def iframe(self) -> IFrame:
+        return IFrame(self.url, width="100%", height=self.height)
+
+    def _repr_html_(self) -> str:
+        return self.iframe()._repr_html_()
+
+    def __repr__(self) -> str:
+        state = "serving" if self.running else "stopped"
+        return f"NetronView({str(self.path)!r}, {state} at {self.url})"
+
+
+def show_in_netron(path, height: int = 700) -> NetronView:
+    """Serve a model file (ONNX, TorchScript, ...) with netron on 127.0.0.1 on a free port; return a view
+    that a notebook displays as an IFrame. Any earlier view is stopped first (one model per process)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file to show in netron")
+    stop_all()
+    # netron calls logging.basicConfig() when the root logger has no handler, which would switch a whole
+    # kernel to INFO logging; a handler present for the duration of the call prevents that.
+    guard = logging.NullHandler()
+    logging.getLogger().addHandler(guard)
+    try:
+        address = netron.start(str(path), address=(HOST, 0), browse=False)
+    finally:
+        logging.getLogger().removeHandler(guard)
+    view = NetronView(path, address, height)
+    _views.append(view)
+    return view
+
+
+def stop_all():
+    """Stop every server started by show_in_netron."""
+    for view in list(_views):
+        view.stop()
+
+
+atexit.register(stop_all)
