@@ -14,6 +14,7 @@ netron (9.x) serves from a daemon thread of this process, so the server cannot o
 """
 import atexit
 import logging
+import time
 from pathlib import Path
 
 import netron
@@ -45,6 +46,10 @@ class NetronView:
         """Stop the server (the IFrame stays, but shows nothing new). Stopping twice is harmless."""
         if netron.status(self.address):
             netron.stop(self.address)
+        # netron's thread notices the stop within its 0.25 s poll; wait for it, so `running` is then False
+        deadline = time.monotonic() + 5
+        while netron.status(self.address) and time.monotonic() < deadline:
+            time.sleep(0.02)
         if self in _views:
             _views.remove(self)
 

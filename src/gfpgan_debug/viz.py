@@ -17,7 +17,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+
+from gfpgan_debug import compare
 
 DISPLAY_PIXELS = 256  # small maps are enlarged to at least this many pixels a side
 MAP_CMAP = "viridis"  # perceptually uniform: equal steps in value look like equal steps in colour
@@ -102,33 +105,12 @@ def symmetric_range(*arrays, fallback: float = 1.0) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Metrics (the one-line summaries written on the pictures)
+# Metrics (compare.metrics, summarised in one line on the pictures)
 # ---------------------------------------------------------------------------------------------------------
 
 
-def pair_metrics(reference, actual) -> dict:
-    """How far `actual` is from `reference`: max and mean |difference|, cosine similarity, PSNR.
-
-    PSNR is computed for the model's value range [-1, 1] (peak-to-peak 2): 20 log10(2 / RMSE), infinite
-    when the two are equal. Cosine is NaN when either side is all zero (no direction to compare).
-    """
-    ref = as_array(reference).ravel()
-    act = as_array(actual).ravel()
-    if ref.shape != act.shape:
-        raise ValueError(f"cannot compare arrays of different sizes: {ref.size} and {act.size} values")
-    diff = act - ref
-    rmse = float(np.sqrt(np.mean(diff**2)))
-    norms = float(np.linalg.norm(ref) * np.linalg.norm(act))
-    return {
-        "max_abs": float(np.max(np.abs(diff))),
-        "mean_abs": float(np.mean(np.abs(diff))),
-        "cosine": float(ref @ act / norms) if norms > 0 else float("nan"),
-        "psnr_db": 20 * math.log10(2.0 / rmse) if rmse > 0 else float("inf"),
-    }
-
-
 def format_metrics(metrics: Mapping) -> str:
-    """One line: 'max |Δ| 0.83 · mean |Δ| 0.21 · cos 0.12 · PSNR 12.3 dB'."""
+    """compare.metrics in one line: 'max |Δ| 0.83 · mean |Δ| 0.21 · cos 0.12 · PSNR 12.3 dB'."""
     return (f"max |Δ| {metrics['max_abs']:.3g} · mean |Δ| {metrics['mean_abs']:.3g} · "
             f"cos {metrics['cosine']:.4f} · PSNR {metrics['psnr_db']:.1f} dB")
 
@@ -207,7 +189,7 @@ def compare_panels(reference, actual, names: Sequence[str] = ("reference", "actu
     ref, act = as_maps(reference), as_maps(actual)
     if ref.shape != act.shape:
         raise ValueError(f"{names[0]} has shape {ref.shape} but {names[1]} has {act.shape}: nothing to compare")
-    metrics = pair_metrics(ref, act)
+    metrics = compare.metrics(ref, act)
     rgb = channels == "rgb" or (channels == "auto" and len(ref) == 3)
     if rgb:
         rows = [None]
@@ -275,7 +257,8 @@ def image_strip(images: Mapping, reference: str = None, title: str = "images") -
                 ax.set_xlabel(f"not comparable with {reference}: {pictures[reference].shape[:2]} pixels", fontsize=8)
             else:
                 # pictures are in [0, 1]; the metrics speak the model's [-1, 1] scale, hence 2x - 1
-                metrics = pair_metrics(2 * pictures[reference] - 1, 2 * picture - 1)
+                # (PSNR's peak is the reference picture's own range, as compare.metrics defines it)
+                metrics = compare.metrics(2 * pictures[reference] - 1, 2 * picture - 1)
                 ax.set_xlabel(f"vs {reference}: max |Δ| {metrics['max_abs']:.3g}\n"
                               f"PSNR {metrics['psnr_db']:.1f} dB · cos {metrics['cosine']:.4f}", fontsize=8)
     fig.suptitle(title)
@@ -321,8 +304,8 @@ def kernel_mosaic(weights, title: str = "convolution kernels", max_out: int = 64
     axes = np.atleast_1d(fig.subplots(len(matrices), 1, squeeze=False)).ravel()
     for ax, (name, matrix) in zip(axes, matrices.items()):
         n_out, n_in, kh, kw = shapes[name]
-        artist = ax.imshow(matrix, cmap=WEIGHT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
-        artist.cmap.set_bad("0.85")
+        artist = ax.imshow(matrix, cmap=colormaps[WEIGHT_CMAP].with_extremes(bad="0.85"), vmin=vmin, vmax=vmax,
+                           interpolation="nearest")  # bad = the NaN gaps between kernels: light grey
         shown_in, shown_out = min(n_in, max_in), min(n_out, max_out)
         if kh == kw == 1:
             labels = CHANNEL_NAMES_RGB if n_in == 3 else [str(i) for i in range(shown_in)]

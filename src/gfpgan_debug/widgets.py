@@ -17,26 +17,13 @@ import ipywidgets as widgets
 import pandas as pd
 from IPython.display import HTML, Image, display
 
-from gfpgan_debug import viz
-
-try:  # compare.py (metrics shared with the rest of the project) may not exist yet
-    from gfpgan_debug.compare import metrics as _compare_metrics
-except ImportError:
-    _compare_metrics = None
-
+from gfpgan_debug import compare, viz
 
 def figure_png(fig, dpi: int = 80) -> bytes:
     """A matplotlib Figure as PNG bytes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
-
-
-def layer_metrics(reference, actual) -> dict:
-    """Metrics of one layer: compare.py's when it exists, else viz's small set."""
-    if _compare_metrics is not None:
-        return dict(_compare_metrics(reference, actual))
-    return viz.pair_metrics(reference, actual)
 
 
 def metrics_html(metrics: Mapping, caption: str) -> str:
@@ -99,7 +86,7 @@ class LayerPicker:
         key = (self.layer.value, self.reference.value, self.actual.value)
         if key not in self._cache:
             layer, reference, actual = key
-            metrics = layer_metrics(self.outputs[reference][layer], self.outputs[actual][layer])
+            metrics = compare.metrics(self.outputs[reference][layer], self.outputs[actual][layer])
             html = metrics_html(metrics, f"{layer}: {actual} vs {reference}")
             self._cache[key] = (figure_png(self.figure(*key)), html)
         self.image.value, self.metrics.value = self._cache[key]
@@ -110,7 +97,7 @@ class LayerPicker:
     def summary(self) -> pd.DataFrame:
         """Metrics of every layer for the current pair of runtimes, in layer order."""
         reference, actual = self.reference.value, self.actual.value
-        rows = {layer: layer_metrics(self.outputs[reference][layer], self.outputs[actual][layer])
+        rows = {layer: compare.metrics(self.outputs[reference][layer], self.outputs[actual][layer])
                 for layer in self.layers}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"{actual} vs {reference}")
 
@@ -173,7 +160,7 @@ class WeightPicker:
             stats = {f"{name} {stat}": getattr(self.versions[name][parameter], stat)()
                      for name in names for stat in ("mean", "std")}
             if len(names) == 2:
-                stats.update(layer_metrics(self.versions[names[0]][parameter], self.versions[names[1]][parameter]))
+                stats.update(compare.metrics(self.versions[names[0]][parameter], self.versions[names[1]][parameter]))
             self._cache[parameter] = (figure_png(histogram), figure_png(kernels) if kernels else b"",
                                       metrics_html(stats, parameter))
         self.histogram.value, self.kernels.value, self.stats.value = self._cache[parameter]
