@@ -23,6 +23,7 @@ KERNEL_READY = """(name) => {
 }"""
 KERNEL_START_MS = 120_000  # first kernel start imports torch on a busy 2-core machine
 RUN_MS = 240_000  # Run All builds two small models and renders figures
+REDRAW_MS = 60_000
 
 
 def open_and_run_all(page, lab, notebook: str):
@@ -50,12 +51,17 @@ def test_layer_picker_updates_picture_and_metrics_when_another_layer_is_picked(p
     # the static copy shown above the controls (what an HTML export keeps) is there too
     assert page.locator(".jp-OutputArea-output img").count() >= 2
     picture_before, src_before = picture.screenshot(), picture.get_attribute("src")
+    height_before = picture.evaluate("img => img.naturalHeight")
     max_abs_before = metric_value(page, "max_abs")
 
     picker.locator("select").first.select_option("conv_body_up.0.conv2")
 
-    expect(metrics).to_contain_text("conv_body_up.0.conv2: untrained vs trained (stand-in)")
-    expect(picture).not_to_have_attribute("src", src_before)
+    # the kernel redraws (one figure, well under a second alone); the wait allows for a busy machine
+    expect(metrics).to_contain_text("conv_body_up.0.conv2: untrained vs trained (stand-in)", timeout=REDRAW_MS)
+    expect(picture).not_to_have_attribute("src", src_before, timeout=REDRAW_MS)
+    page.wait_for_function("img => img.complete && img.naturalHeight > 0", arg=picture.element_handle())
+    # rgb_8 is one row of RGB pictures; a 16-channel layer is three rows of heatmaps: a taller picture
+    assert picture.evaluate("img => img.naturalHeight") > height_before
     assert picture.screenshot() != picture_before
     max_abs_after = metric_value(page, "max_abs")
     assert max_abs_after > 0 and max_abs_after != max_abs_before

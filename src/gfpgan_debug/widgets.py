@@ -119,11 +119,10 @@ class WeightPicker:
         names = list(versions)
         if not names:
             raise ValueError("WeightPicker needs at least one state dict")
-        self.versions = {name: {key: viz.as_array(value) for key, value in state.items()}
-                         for name, state in versions.items()}
-        first = self.versions[names[0]]
+        self.versions = versions  # kept as given (tensors or arrays); one parameter is converted at a time
+        first = versions[names[0]]
         self.parameters = [key for key in first
-                           if all(key in self.versions[n] and self.versions[n][key].shape == first[key].shape
+                           if all(key in versions[n] and tuple(versions[n][key].shape) == tuple(first[key].shape)
                                   for n in names)]
         if not self.parameters:
             raise ValueError(f"the state dicts {names} have no parameter in common")
@@ -145,7 +144,7 @@ class WeightPicker:
     def figures(self, parameter: str = None):
         """(histogram figure, kernel figure or None) for a parameter (default: the current one)."""
         parameter = parameter or self.parameter.value
-        values = {name: state[parameter] for name, state in self.versions.items()}
+        values = {name: viz.as_array(state[parameter]) for name, state in self.versions.items()}
         histogram = viz.weight_histograms(values, title=parameter)
         shape = next(iter(values.values())).shape
         kernels = viz.kernel_mosaic(values, title=parameter, max_out=self.max_out, max_in=self.max_in) \
@@ -156,11 +155,10 @@ class WeightPicker:
         parameter = self.parameter.value
         if parameter not in self._cache:
             histogram, kernels = self.figures(parameter)
-            names = list(self.versions)
-            stats = {f"{name} {stat}": getattr(self.versions[name][parameter], stat)()
-                     for name in names for stat in ("mean", "std")}
-            if len(names) == 2:
-                stats.update(compare.metrics(self.versions[names[0]][parameter], self.versions[names[1]][parameter]))
+            values = {name: viz.as_array(state[parameter]) for name, state in self.versions.items()}
+            stats = {f"{name} {stat}": getattr(value, stat)() for name, value in values.items() for stat in ("mean", "std")}
+            if len(values) == 2:
+                stats.update(compare.metrics(*values.values()))
             self._cache[parameter] = (figure_png(histogram), figure_png(kernels) if kernels else b"",
                                       metrics_html(stats, parameter))
         self.histogram.value, self.kernels.value, self.stats.value = self._cache[parameter]
