@@ -13,6 +13,8 @@ import sys
 from gfpgan_debug.errors import GfpganDebugError
 
 VERB_MODULES = [
+    "export",  # gfpgan-debug export
+    "runtimes",  # gfpgan-debug run
 ]
 
 
