@@ -1,4 +1,5 @@
 """netron_view: a real netron server on 127.0.0.1, reached over HTTP, stopped by one call or by exit."""
+import datetime
 import logging
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from gfpgan_debug import netron_view
 from gfpgan_debug.errors import ArtifactError
 from gfpgan_debug.netron_view import show_in_netron, stop_all
 
@@ -82,3 +84,15 @@ def test_the_server_ends_with_the_process_that_started_it(model_path):
     assert url.startswith("http://127.0.0.1:")
     with pytest.raises(urllib.error.URLError):
         get(url)
+
+
+def test_build_age_is_counted_from_the_date_in_netrons_page():
+    page = '<meta name="version" content="9.3.3">\n<meta name="date" content="2026-10-23 19:50:08">'
+    assert netron_view.build_age_days(page, today=datetime.date(2026, 11, 26)) == 34
+    assert netron_view.build_age_days(page, today=datetime.date(2027, 4, 21)) == 180
+    assert netron_view.build_age_days("<html></html>") == 0.0
+
+
+def test_the_installed_netron_carries_a_build_date():
+    # if a netron release drops the meta tag, the age warning (and the browser test's routing) needs a look
+    assert netron_view.build_age_days() > 0

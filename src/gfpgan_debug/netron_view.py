@@ -10,11 +10,15 @@ netron (9.x) serves from a daemon thread of this process, so the server cannot o
   ``show_in_netron`` stops the previous view before it starts the next (an old IFrame would otherwise
   silently show the new model when reloaded).
 * Offline, the page first asks for cookie consent (click "Accept" once), and a netron build older than 180
-  days shows only "Please update to the newest version": then upgrade the ``netron`` pin.
+  days shows only "Please update to the newest version": ``show_in_netron`` warns when that is the case
+  (then upgrade the ``netron`` pin; the browser tests strip the date instead).
 """
 import atexit
+import datetime
 import logging
+import re
 import time
+import warnings
 from pathlib import Path
 
 import netron
@@ -23,7 +27,19 @@ from IPython.display import IFrame
 from gfpgan_debug.errors import ArtifactError
 
 HOST = "127.0.0.1"  # never all interfaces: the model file would be readable from the network
+MAX_AGE_DAYS = 180  # netron's page refuses to show a model when its build is older than this
 _views = []
+
+
+def build_age_days(index_html: str = None, today: datetime.date = None) -> float:
+    """Days since netron's build date, read from the <meta name="date"> of its index.html."""
+    if index_html is None:
+        index_html = (Path(netron.__file__).parent / "index.html").read_text(encoding="utf-8")
+    found = re.search(r'<meta name="date" content="(\d{4}-\d{2}-\d{2})', index_html)
+    if found is None:
+        return 0.0  # no date: this netron does not check its age
+    built = datetime.date.fromisoformat(found.group(1))
+    return float(((today or datetime.date.today()) - built).days)
 
 
 class NetronView:
@@ -70,6 +86,10 @@ def show_in_netron(path, height: int = 700) -> NetronView:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file to show in netron")
+    age = build_age_days()
+    if age > MAX_AGE_DAYS:
+        warnings.warn(f"netron {netron.__version__} was built {age:.0f} days ago (more than {MAX_AGE_DAYS}): its page "
+                      "will only say 'Please update to the newest version'. Upgrade the netron pin.", stacklevel=2)
     stop_all()
     # netron calls logging.basicConfig() when the root logger has no handler, which would switch a whole
     # kernel to INFO logging; a handler present for the duration of the call prevents that.
