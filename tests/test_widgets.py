@@ -1,6 +1,7 @@
 """widgets: the pickers redraw from precomputed arrays, show the right numbers, and display a static copy."""
 import base64
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from IPython.utils.capture import capture_output
 from gfpgan_debug.widgets import LayerPicker, WeightPicker
 
 PNG = b"\x89PNG\r\n\x1a\n"
+NOTEBOOKS = Path(__file__).parent / "notebooks"
 
 
 def runtime_outputs():
@@ -112,3 +114,18 @@ def test_weight_picker_offers_only_parameters_with_the_same_shape_everywhere():
     versions = state_dicts()
     versions["artefact"]["final_linear.weight"] = np.zeros((6, 4))
     assert WeightPicker(versions).parameters == ["conv_body_first.weight"]
+
+
+def test_an_executed_notebook_exported_to_html_still_shows_the_layer_picture(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    notebook = nbformat.read(NOTEBOOKS / "layer_picker.ipynb", as_version=4)
+    NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    picker_cell = notebook.cells[-1]
+    pictures = [output for output in picker_cell.outputs if "image/png" in output.get("data", {})]
+    assert len(pictures) == 1
+    assert pictures[0]["data"]["image/png"].strip() in html  # the picture is inside the HTML page itself
+    assert "rgb_8: untrained vs trained (stand-in)" in html  # and so is the metrics table
