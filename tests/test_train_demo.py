@@ -167,3 +167,11 @@ def test_project_loader_reads_demo_weights_fully_and_shapes_give_the_card_config
     _, report = model_from_checkpoint(WEIGHTS, strict=True)
     assert report.fraction_loaded == 1.0
     assert infer_config(load_checkpoint(WEIGHTS)) == card["config"]
+
+
+def test_cli_verb_reports_a_bad_budget_with_exit_code_2(tmp_path, capsys):
+    from gfpgan_debug import cli
+
+    assert cli.main(["train-demo", "--steps", "0", "--out", str(tmp_path / "x.pth")]) == 2
+    assert "budget must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()

@@ -268,9 +268,9 @@ def train(steps: int = None, minutes: float = None, out=DEMO_WEIGHTS, settings: 
     """
     settings = settings or TrainSettings()
     if (steps is None) == (minutes is None):
-        raise GfpganDebugError("train-demo: give exactly one budget, --steps or --minutes")
+        raise GfpganDebugError("give exactly one budget: --steps N or --minutes M")
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
-        raise GfpganDebugError("train-demo: the budget must be positive")
+        raise GfpganDebugError(f"the budget must be positive, got steps={steps} minutes={minutes}")
     out = Path(out)
     torch.set_num_threads(settings.threads)
     cv2.setNumThreads(settings.threads)
