@@ -15,6 +15,7 @@ from gfpgan_debug.errors import GfpganDebugError
 VERB_MODULES = [
     "export",  # gfpgan-debug export
     "runtimes",  # gfpgan-debug run
+    "train_demo",  # gfpgan-debug train-demo
 ]
 
 
