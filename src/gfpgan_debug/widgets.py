@@ -11,6 +11,7 @@ static picture and table of its initial choice (ordinary outputs, which stay in 
 HTML), then the interactive controls.
 """
 import io
+from html import escape
 from typing import Mapping
 
 import ipywidgets as widgets
@@ -18,6 +19,7 @@ import pandas as pd
 from IPython.display import HTML, Image, display
 
 from gfpgan_debug import compare, viz
+
 
 def figure_png(fig, dpi: int = 80) -> bytes:
     """A matplotlib Figure as PNG bytes."""
@@ -27,10 +29,10 @@ def figure_png(fig, dpi: int = 80) -> bytes:
 
 
 def metrics_html(metrics: Mapping, caption: str) -> str:
-    """A small two-column HTML table: metric, value."""
-    rows = "".join(f"<tr><td>{name}</td><td class='gfpgan-metric-value' data-metric='{name}'>{value:.6g}</td></tr>"
-                   for name, value in metrics.items())
-    return f"<table class='gfpgan-metrics-table'><caption>{caption}</caption>{rows}</table>"
+    """A small two-column HTML table: metric, value (names escaped: layer names are user data)."""
+    rows = "".join(f"<tr><td>{escape(name)}</td><td class='gfpgan-metric-value' data-metric='{escape(name)}'>"
+                   f"{value:.6g}</td></tr>" for name, value in metrics.items())
+    return f"<table class='gfpgan-metrics-table'><caption>{escape(caption)}</caption>{rows}</table>"
 
 
 class LayerPicker:
