@@ -268,6 +268,19 @@ def test_input_sensitivity_shows_the_original_symptom(trained, camera_inputs):
     assert learned.median > 0.5
 
 
+def test_frame_sensitivity_of_stacked_outputs_equals_input_sensitivity_frame_by_frame(camera_inputs):
+    half = lambda x: {"image": 0.5 * torch.as_tensor(x).numpy() + 0.25}  # moves half as much as its input
+    stacked = {"image": np.concatenate([half(x)["image"] for x in camera_inputs])}
+    at_once = forensics.frame_sensitivity(camera_inputs, stacked)
+    assert at_once.ratios == pytest.approx(forensics.input_sensitivity(half, camera_inputs).ratios)
+    assert at_once.median == pytest.approx(0.5)
+
+
+def test_frame_sensitivity_refuses_inputs_and_outputs_of_different_lengths(camera_inputs):
+    with pytest.raises(ValueError, match="6 input frames but 5 outputs"):
+        forensics.frame_sensitivity(camera_inputs, {"image": np.zeros((5, 3, SIZE, SIZE))})
+
+
 def test_determinism_separates_stored_noise_from_fresh_noise(trained, tmp_path):
     x = face_input()
     stored = torch.jit.load(str(save_torchscript(tiny_model(trained), tmp_path / "a.pt")))

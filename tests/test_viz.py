@@ -186,6 +186,18 @@ def test_image_strip_reads_8_bit_bgr_as_opencv_gives_it():
     np.testing.assert_allclose(shown(image_axes(fig)[0])[0, 0], [0.0, 0.0, 1.0])
 
 
+def test_image_grid_labels_rows_and_columns_and_shows_each_picture_in_place():
+    pictures = [np.full((1, 3, 8, 8), v) for v in (-1.0, 0.0, 1.0)]
+    fig = viz.image_grid({"frames": pictures, "outputs": pictures[:2]}, columns=["a", "b", "c"], title="grid")
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert [ax.get_title() for ax in axes[0]] == ["a", "b", "c"]
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["frames", "outputs"]
+    np.testing.assert_allclose(shown(axes[0, 2])[0, 0], [1.0, 1.0, 1.0])  # +1 in model space is white
+    np.testing.assert_allclose(shown(axes[1, 1])[0, 0], [0.5, 0.5, 0.5])
+    assert not axes[1, 2].images  # a shorter row leaves its last cell empty
+    assert fig._suptitle.get_text() == "grid"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # weights
 # ---------------------------------------------------------------------------------------------------------

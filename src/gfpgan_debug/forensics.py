@@ -422,3 +422,18 @@ def input_sensitivity(run: Run, inputs: Sequence[torch.Tensor], output: str = "i
         if moved > 0:
             ratios.append(float(np.abs(fa - fb).mean()) / moved)
     return Sensitivity(ratios, output)
+
+
+def frame_sensitivity(inputs, outputs: Outputs, output: str = "image") -> Sensitivity:
+    """``input_sensitivity`` for outputs already computed, frame index on axis 0: what ``runtimes.run`` returns
+    for N frames (e.g. a LibTorch camera loop, all frames in one process). ``inputs``: (N, 3, S, S) or N frames."""
+    frames = [to_numpy(x).astype(np.float64).reshape(-1) for x in inputs]
+    results = to_numpy(outputs[output]).astype(np.float64)
+    if len(frames) != len(results):
+        raise ValueError(f"{len(frames)} input frames but {len(results)} outputs of {output!r}")
+    ratios = []
+    for i in range(len(frames) - 1):
+        moved = float(np.abs(frames[i + 1] - frames[i]).mean())
+        if moved > 0:
+            ratios.append(float(np.abs(results[i + 1] - results[i]).mean()) / moved)
+    return Sensitivity(ratios, output)

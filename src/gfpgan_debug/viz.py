@@ -266,6 +266,27 @@ def image_strip(images: Mapping, reference: str = None, title: str = "images") -
     return fig
 
 
+def image_grid(rows: Mapping[str, Sequence], columns: Sequence[str] = None, title: str = "images") -> Figure:
+    """Rows of pictures on one grid (e.g. camera frames, expected outputs, actual outputs): each row labelled
+    with its name on the left, each column with ``columns`` (default: frame 0, frame 1, ...) on top."""
+    labels = list(rows)
+    count = max(len(rows[label]) for label in labels)
+    columns = list(columns) if columns is not None else [f"frame {i}" for i in range(count)]
+    fig = Figure(figsize=(2.1 * count + 0.6, 2.2 * len(labels) + 0.5), layout="constrained")
+    axes = fig.subplots(len(labels), count, squeeze=False)
+    for r, label in enumerate(labels):
+        for c, ax in enumerate(axes[r]):
+            if c < len(rows[label]):
+                ax.imshow(image_display(rows[label][c]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and c < len(columns):
+                ax.set_title(columns[c], fontsize=9)
+        axes[r, 0].set_ylabel(label, fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Weights
 # ---------------------------------------------------------------------------------------------------------
