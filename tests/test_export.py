@@ -4,13 +4,13 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
 
-from gfpgan_debug import export
+from gfpgan_debug import export, runtimes
 from gfpgan_debug.arch import GFPGANv1Clean
 from gfpgan_debug.cli import main as cli_main
 from gfpgan_debug.errors import ArtifactError
@@ -64,7 +64,7 @@ def test_deploy_model_uses_stored_noise_so_repeated_calls_are_identical(model):
 def test_scripted_artefact_holds_exactly_the_weights_of_the_model_it_was_given(tmp_path):
     untrained = GFPGANv1Clean(**TINY).eval()  # default init: export must not load anything itself
     path = export.save_torchscript(untrained, tmp_path / "m.pt")
-    loaded = torch.jit.load(str(path))
+    loaded = runtimes.load_torchscript(path)
     exported = {k[len("model."):]: v for k, v in loaded.state_dict().items()}
     expected = untrained.state_dict()
     assert exported.keys() == expected.keys()
@@ -114,8 +114,11 @@ def test_module_outputs_name_every_computing_module_in_model_terms(model, onnx_f
     assert report["module_fraction"] > (0.99 if dynamo else 0.7)
     assert report["node_fraction"] > 0.95
     mapping = export.module_outputs(onnx_files[dynamo])
-    assert mapping["conv_body_down.0.conv1"] in {n.output[0] for n in onnx_files[dynamo].graph.node
-                                                 if n.op_type == "Conv"}
+    conv_outputs = {n.output[0] for n in onnx_files[dynamo].graph.node if n.op_type == "Conv"}
+    assert mapping["conv_body_down.0.conv1"] in conv_outputs
+    scopes = export.tensor_scopes(onnx_files[dynamo])
+    assert scopes[mapping["conv_body_down.0.conv1"]] == "conv_body_down.0.conv1"
+    assert scopes[mapping["conv_body_down.0"]] == "conv_body_down.0"  # the ResBlock's final add
 
 
 def called_modules(model):
@@ -139,7 +142,8 @@ def test_expose_outputs_adds_all_or_only_the_chosen_node_outputs(onnx_files):
     chosen = export.module_outputs(graph)["conv_body_up.0"]
     subset = export.expose_outputs(graph, [chosen])
     assert [o.name for o in subset.graph.output] == export.output_names(64) + [chosen]
-    assert [d.dim_value for d in subset.graph.output[-1].type.tensor_type.shape.dim] == [1, 32, 8, 8]  # U-Net width 512 * narrow / 2
+    dims = [d.dim_value for d in subset.graph.output[-1].type.tensor_type.shape.dim]
+    assert dims == [1, 32, 8, 8]  # the U-Net is 512 * narrow / 2 channels wide at 8x8
     with pytest.raises(ArtifactError, match="no node output"):
         export.expose_outputs(graph, ["not_a_tensor"])
 
@@ -188,7 +192,7 @@ def test_two_processes_exporting_at_once_leave_one_valid_artefact(tmp_path):
     assert all(w.returncode == 0 for w in writers)
     assert len(paths) == 1
     (path,) = paths
-    assert export.is_valid(__import__("pathlib").Path(path))
+    assert export.is_valid(Path(path))
     leftovers = [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
     assert leftovers == []
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == \
@@ -206,7 +210,7 @@ def test_cli_export_writes_pt_onnx_and_a_record_of_the_weights(tmp_path, capsys)
     assert record["config"]["out_size"] == 64 and record["options"]["randomize_noise"] is False
     graph = onnx.load(str(tmp_path / "out" / "gfpgan.onnx")).graph
     assert [o.name for o in graph.output] == export.output_names(64)
-    scripted = torch.jit.load(str(tmp_path / "out" / "gfpgan.pt"))
+    scripted = runtimes.load_torchscript(tmp_path / "out" / "gfpgan.pt")
     x = export.example_input(64)
     with torch.no_grad():
         assert torch.equal(scripted(x)[0], export.deploy(tiny_model(seed=3))(x)[0])

@@ -5,11 +5,11 @@ faithfully, so the export takes whatever model object it is given and hashes tha
 
 The picture::
 
-    model ─► DeployModel(forward(input) -> (image, out_rgbs), stored noise) ─┬─► torch.jit.script ─► .pt
-                                                                            ├─► torch.jit.trace  ─► .pt (checked on fresh inputs)
-                                                                            └─► torch.onnx.export ─► .onnx: input, image, rgb_8 … rgb_512
-                                                                                  (dynamo=False: node names are module paths;
-                                                                                   dynamo=True: module paths in node metadata)
+    model ─► DeployModel: forward(input) -> (image, out_rgbs), stored noise
+               ├─► torch.jit.script ─► .pt
+               ├─► torch.jit.trace ──► .pt (checked on inputs it was not traced with)
+               └─► torch.onnx.export ─► .onnx: input ─► image, rgb_8 … rgb_512
+                     (dynamo=False: node names are module paths; dynamo=True: module paths in node metadata)
     .onnx ─► expose_outputs(tensors) ─► the same graph with chosen (or all) node outputs as extra graph outputs
     .onnx ─► module_outputs() ─► {module path: ONNX tensor holding that module's output}
 

@@ -19,10 +19,11 @@ in, arrays of shape (N, C, h, w) out; a single input gives (1, C, h, w), exactly
 
 The forward always uses the stored noise (``randomize_noise=False``, see ``export.DeployModel``).
 """
+import copy
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import torch
@@ -115,7 +116,9 @@ def run_eager(model, frames, device, intermediates):
     model = model.model if isinstance(model, export.DeployModel) else model
     if not isinstance(model, nn.Module):
         raise ArtifactError(f"eager runs an nn.Module, got {type(model).__name__}")
-    model = model.to(device).eval()
+    if next(model.parameters()).device.type != torch.device(device).type:
+        model = copy.deepcopy(model).to(device)  # leave the caller's model where it is
+    model.eval()
     captured: Dict[str, np.ndarray] = OrderedDict()
 
     def hook_for(path):
@@ -235,8 +238,8 @@ def run_onnxruntime(artifact, frames, device, intermediates):
     try:
         session = ort.InferenceSession(graph.SerializeToString(), providers=providers_for(device))
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ArtifactError(f"onnxruntime cannot load {artifact if not isinstance(artifact, onnx.ModelProto) else 'the graph'}: "
-                            f"{str(error).splitlines()[0]}") from None
+        source = "the graph" if isinstance(artifact, onnx.ModelProto) else artifact
+        raise ArtifactError(f"onnxruntime cannot load {source}: {str(error).splitlines()[0]}") from None
     if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
         raise GfpganDebugError("onnxruntime fell back to the CPU: the CUDA provider did not load")
 

@@ -4,13 +4,14 @@ The wheel carries LibTorch's headers (``torch/include``, ``torch/include/torch/c
 libraries (``torch/lib``), so no separate LibTorch download is needed. The command is plain g++ (CMake's
 ``find_package(Torch)`` on this CUDA wheel demands the CUDA toolkit)::
 
-    g++ -std=c++20 -O2 runner.cpp -I<torch>/include -I<torch>/include/torch/csrc/api/include $(pkg-config --cflags opencv4)
-        -L<torch>/lib -Wl,-rpath,<torch>/lib -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -Wl,--as-needed
-        $(pkg-config --libs opencv4)
+    g++ -std=c++20 -O2 runner.cpp -I<torch>/include -I<torch>/include/torch/csrc/api/include
+        $(pkg-config --cflags opencv4) -L<torch>/lib -Wl,-rpath,<torch>/lib
+        -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -Wl,--as-needed $(pkg-config --libs opencv4)
 
 On a CUDA wheel ``-ltorch_cuda -lc10_cuda`` join the list, so ``--device cuda`` works where there is a GPU.
-``--no-as-needed`` keeps libtorch_cpu (and libtorch_cuda) linked although runner.cpp names none of its symbols directly (its
-operators register themselves when the library loads); the rpath lets the binary find the venv's libraries.
+``--no-as-needed`` keeps libtorch_cpu (and libtorch_cuda) linked although runner.cpp names none of their
+symbols directly (their operators register themselves when the library loads); the rpath lets the binary
+find the venv's libraries at run time.
 The binary is cached under build/libtorch/, named by a hash of the source, the command and the compiler,
 so editing runner.cpp (or upgrading torch) rebuilds it; it is compiled into a temporary file and renamed.
 """
