@@ -16,6 +16,7 @@ VERB_MODULES = [
     "export",  # gfpgan-debug export
     "runtimes",  # gfpgan-debug run
     "train_demo",  # gfpgan-debug train-demo
+    "doctor",  # gfpgan-debug doctor
 ]
 
 

@@ -189,7 +189,8 @@ class Trace:
     inputs_of: module path -> the recorded names whose tensors it received as positional inputs; when it
                received none of them (its input was computed by code between modules, e.g. ``feat + skip``),
                the name recorded last before it started.
-    arguments: module path -> its positional tensor inputs (for replaying one layer in another runtime).
+    arguments: module path -> its positional arguments, tensors as arrays (``replay`` feeds them to another
+               implementation of the same module).
     """
 
     outputs: Dict[str, np.ndarray]
@@ -229,7 +230,7 @@ def trace_execution(model: nn.Module, *inputs: Tensor, modules: Optional[Sequenc
             feeders = [producer[id(a)] for a in args if isinstance(a, Tensor) and id(a) in producer]
             pending[id(module)] = (label, feeders or [list(outputs)[-1]])
             if keep_arguments:
-                arguments[label] = tuple(to_numpy(a).copy() for a in args if isinstance(a, Tensor))
+                arguments[label] = tuple(to_numpy(a).copy() if isinstance(a, Tensor) else a for a in args)
         return hook
 
     def after(module, args, output):
@@ -301,3 +302,37 @@ def first_divergence(reference: Outputs, candidate: Outputs, tolerances: Optiona
                           metrics={k: row[k] for k in ("max_abs", "mean_abs", "rel_err", "cosine", "psnr_db")},
                           tolerance=float(row["tolerance"]), checked=position)
     return None
+
+
+def _submodule(module, path: str):
+    """``module.get_submodule(path)``, walking attributes (ScriptModules do not support get_submodule)."""
+    for part in path.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+@torch.no_grad()
+def replay(trace: Trace, module: nn.Module, prefix: str = "") -> Dict[str, np.ndarray]:
+    """Feed each recorded module's *reference* arguments to the module at the same path inside ``module``
+    (another implementation: a loaded TorchScript archive, a differently loaded model) and collect its outputs.
+
+    Every layer then sees exactly the reference's inputs, so "its inputs agree" holds by construction and
+    the first differing output in execution order is the first layer that computes differently. ``prefix`` is
+    prepended to each path (``"model."`` for a deploy wrapper). Paths the module lacks, or that cannot be
+    called on their own, are left out (and so not compared).
+    """
+    outputs = {INPUT_NAME: trace.outputs[INPUT_NAME]}
+    for label, args in trace.arguments.items():
+        layer = _submodule(module, prefix + label.split("#")[0])
+        if layer is None:
+            continue
+        tensors = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args]
+        try:
+            result = layer(*tensors)
+        except (RuntimeError, TypeError):  # e.g. a scripted method that was never compiled
+            continue
+        if isinstance(result, Tensor):
+            outputs[label] = to_numpy(result).copy()
+    return outputs

@@ -1,0 +1,532 @@
+"""The doctor: run every check on an exported model and name the most likely root cause, with the evidence.
+
+    gfpgan-debug doctor --artifact A [--weights W] [--image IMG] [--json OUT] [--html OUT]
+
+The battery, in the order a person debugging the post's bug would want it:
+
+    load report        the checkpoint loaded strictly into a fresh model (the independent reference), and what
+                       the post's load (the whole checkpoint dict, strict=False) would have loaded
+    weight parity      every checkpoint entry found in the artefact: identical / different / transformed / absent
+    untrained score    do the artefact's weights still look like a random initialisation? (needs no checkpoint)
+    determinism        the artefact twice on the same input
+    input sensitivity  frames of a simulated camera move over the face: does the output follow?
+    output parity      artefact vs the reference, tolerances from the reference's measured noise floor;
+                       with the input's (or output's) colour channels reversed, as a hypothesis
+    first divergence   each layer of the artefact fed the reference's inputs for it (TorchScript), or the
+                       ONNX graph's intermediate outputs (ONNX), walked in execution order
+
+The verdict is the first rule that fires, most fundamental cause first: weights never loaded; weights of
+some layers not loaded (or different); fresh noise left on; colour channels swapped; outputs that differ
+for another reason (named by their first divergent layer); untrained or insensitive without a checkpoint.
+Exit codes: 0 healthy, 1 problems found, 2 could not run.
+"""
+import argparse
+import html
+import json
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from gfpgan_debug import compare, forensics
+from gfpgan_debug.compat import torch_deprecations_silenced
+from gfpgan_debug.errors import ArtifactError, CheckpointError, GfpganDebugError
+from gfpgan_debug.images import FACE_PATH, preprocess, read_image
+
+NEVER_LOADED_SHARE = 0.9  # share of checkpoint entries that differ (and of values that look initial)
+SENSITIVITY_LOW = 0.2  # untrained GFPGAN: about 0.02; a model that follows the face: about 0.9
+CAMERA_FRAMES = 4
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "ok", "problem" or "skipped"
+    summary: str
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Diagnosis:
+    artifact: str
+    weights: Optional[str]
+    image: str
+    cause: str  # "healthy", "weights_never_loaded", "layers_not_loaded", ...
+    verdict: str
+    evidence: List[str]
+    checks: List[Check]
+    seconds: float = 0.0
+    tables: Dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.cause == "healthy" else 1
+
+    def to_dict(self) -> dict:
+        return dict(artifact=self.artifact, weights=self.weights, image=self.image, cause=self.cause,
+                    verdict=self.verdict, evidence=self.evidence, exit_code=self.exit_code,
+                    seconds=round(self.seconds, 2),
+                    checks=[dict(name=c.name, status=c.status, summary=c.summary, details=c.details) for c in self.checks])
+
+    def __str__(self) -> str:
+        lines = [f"doctor: {self.artifact}" + (f" against {self.weights}" if self.weights else ""), ""]
+        width = max(len(c.name) for c in self.checks)
+        for check in self.checks:
+            mark = {"ok": "ok     ", "problem": "PROBLEM", "skipped": "skipped"}[check.status]
+            lines.append(f"  {mark}  {check.name:<{width}}  {check.summary}")
+        lines += ["", f"verdict: {self.verdict}"]
+        lines += [f"  - {item}" for item in self.evidence]
+        lines.append(f"({self.seconds:.1f} s; exit code {self.exit_code})")
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        colour = "#1a7f37" if self.exit_code == 0 else "#cf222e"
+        rows = "".join(f"<tr><td>{html.escape(c.name)}</td><td>{c.status}</td><td>{html.escape(c.summary)}</td></tr>"
+                       for c in self.checks)
+        evidence = "".join(f"<li>{html.escape(e)}</li>" for e in self.evidence)
+        tables = "".join(f"<h3>{html.escape(name)}</h3>{frame.to_html(float_format=lambda v: f'{v:.4g}')}"
+                         for name, frame in self.tables.items())
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>doctor: {html.escape(self.artifact)}</title>"
+                "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+                "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}</style></head><body>"
+                f"<h1>Doctor: {html.escape(self.artifact)}</h1>"
+                f"<p>weights: {html.escape(str(self.weights))} &middot; image: {html.escape(self.image)} &middot; "
+                f"{self.seconds:.1f} s</p><h2 style='color:{colour}'>{html.escape(self.verdict)}</h2>"
+                f"<ul>{evidence}</ul><h2>Checks</h2><table><tr><th>check</th><th>status</th><th>result</th></tr>"
+                f"{rows}</table>{tables}</body></html>")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running an artefact
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Artifact:
+    """A TorchScript or ONNX file that maps a (1, 3, S, S) input to named outputs ``image``, ``rgb_8`` …"""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ArtifactError(f"{self.path}: no such file")
+        self.kind = "onnxruntime" if self.path.suffix == ".onnx" else "torchscript"
+        self.weights = forensics.artifact_weights(self.path)  # raises ArtifactError for an unreadable file
+        if self.kind == "torchscript":
+            with torch_deprecations_silenced():
+                self.module = torch.jit.load(str(self.path), map_location="cpu").eval()
+        else:
+            import onnxruntime as ort
+
+            try:
+                self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            except Exception as error:  # onnxruntime's own exception types
+                raise ArtifactError(f"{self.path}: onnxruntime cannot load it ({str(error).splitlines()[0][:160]})") from None
+
+    def input_size(self) -> Optional[int]:
+        if self.kind == "onnxruntime":
+            side = self.session.get_inputs()[0].shape[-1]
+            return side if isinstance(side, int) else None
+        return None
+
+    def __call__(self, x: torch.Tensor) -> Dict[str, np.ndarray]:
+        if self.kind == "onnxruntime":
+            names = [o.name for o in self.session.get_outputs()]
+            values = self.session.run(names, {self.session.get_inputs()[0].name: compare.to_numpy(x)})
+            return OrderedDict(zip(names, values))
+        with torch.no_grad():
+            result = self.module(x)
+        return named_outputs(result)
+
+
+def named_outputs(result) -> Dict[str, np.ndarray]:
+    """(image, [rgb_8, …]) or a single tensor as ``{"image": …, "rgb_8": …}``."""
+    if isinstance(result, torch.Tensor):
+        return OrderedDict(image=result.numpy())
+    image, rgbs = result[0], (result[1] if len(result) > 1 else [])
+    named = OrderedDict(image=image.numpy())
+    for rgb in rgbs:
+        named[f"rgb_{rgb.shape[-1]}"] = rgb.numpy()
+    return named
+
+
+def strip_wrapper_prefix(weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Remove a dotted prefix every name shares (``model.`` from a deploy wrapper)."""
+    names = list(weights)
+    while names and all("." in n for n in names) and len({n.split(".", 1)[0] for n in names}) == 1:
+        names = [n.split(".", 1)[1] for n in names]
+    return dict(zip(names, weights.values()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The battery
+# ---------------------------------------------------------------------------------------------------------
+
+
+def diagnose(artifact, weights=None, image=None, progress: bool = True) -> Diagnosis:
+    """Run every check on ``artifact`` (a .pt or .onnx path) and return the Diagnosis."""
+    start = time.perf_counter()
+    found = Artifact(artifact)
+    steps = tqdm(total=7, desc="doctor", disable=not progress, leave=False)
+
+    def step(label):
+        steps.set_postfix_str(label)
+        steps.update(1)
+
+    own_weights = strip_wrapper_prefix(found.weights)
+    checks, tables, facts = [], {}, {"kind": found.kind}
+    reference, checkpoint, report = None, None, None
+    config = None
+    if weights is not None:
+        from gfpgan_debug.weights import load_checkpoint, model_from_checkpoint
+
+        checkpoint = load_checkpoint(weights)
+        reference, report = model_from_checkpoint(weights, strict=True)
+        config = report.config
+    step("load report")
+    checks.append(load_check(weights, reference, report))
+
+    size = found.input_size() or (config or {}).get("out_size") or _size_from_weights(own_weights)
+    picture = read_image(image or FACE_PATH)
+    x = preprocess(picture, size)
+
+    step("weight parity")
+    if checkpoint is not None:
+        parity = forensics.match_weights(own_weights, checkpoint)
+        tables["weight parity (not identical)"] = parity[parity["status"] != "identical"].head(40)
+        checks.append(parity_check(parity, found.kind))
+        facts["parity"] = parity
+    else:
+        checks.append(Check("weight parity", "skipped", "no checkpoint given (--weights)"))
+
+    step("untrained score")
+    untrained = forensics.untrained_evidence(own_weights)
+    facts["untrained"] = untrained
+    tables["untrained evidence"] = untrained.frame[["values", "looks_initial", "evidence"]].head(40)
+    checks.append(Check("untrained score", "problem" if untrained.score >= 0.25 else "ok",
+                        f"{untrained.score:.3f} of parameter values look like their initialisation ({untrained.verdict})",
+                        dict(score=untrained.score, initial_tensors=untrained.initial_tensors()[:20])))
+
+    step("determinism")
+    first, second = found(x), found(x)
+    drift = {n: float(np.abs(second[n].astype(np.float64) - first[n]).max()) for n in first}
+    tolerance = {n: compare.default_tolerance(first[n]) for n in first}
+    nondeterministic = {n: d for n, d in drift.items() if d > tolerance[n]}
+    facts["nondeterministic"] = nondeterministic
+    checks.append(Check("determinism", "problem" if nondeterministic else "ok",
+                        f"same input twice: max |difference| {max(drift.values()):.3g} "
+                        f"({'differs' if nondeterministic else 'identical up to round-off'})", dict(max_abs=drift)))
+
+    step("input sensitivity")
+    frames = [preprocess(f, size) for f in forensics.camera_frames(picture, count=CAMERA_FRAMES, size=size)]
+    sensitivity = forensics.input_sensitivity(found, frames)
+    details = dict(artifact=sensitivity.ratios)
+    if reference is not None:
+        reference_sensitivity = forensics.input_sensitivity(eager_runner(reference), frames)
+        details["reference"] = reference_sensitivity.ratios
+        facts["reference_sensitivity"] = reference_sensitivity.median
+    facts["sensitivity"] = sensitivity.median
+    summary = f"median {sensitivity.median:.3f} (mean|f(a)-f(b)| / mean|a-b| over {len(sensitivity.ratios)} camera-frame pairs)"
+    if "reference_sensitivity" in facts:
+        summary += f"; reference {facts['reference_sensitivity']:.3f}"
+    checks.append(Check("input sensitivity", "problem" if sensitivity.median < SENSITIVITY_LOW else "ok", summary, details))
+
+    step("output parity")
+    if reference is not None:
+        checks.append(output_check(found, reference, x, first, facts, tables))
+    else:
+        checks.append(Check("output parity", "skipped", "no reference without a checkpoint (--weights)"))
+
+    step("first divergence")
+    if reference is not None:
+        checks.append(divergence_check(found, reference, x, facts))
+    else:
+        checks.append(Check("first divergence", "skipped", "no reference without a checkpoint (--weights)"))
+    steps.close()
+
+    cause, verdict, evidence = decide(checks, facts, checkpoint, report, weights)
+    return Diagnosis(str(artifact), str(weights) if weights else None, str(image or FACE_PATH), cause, verdict,
+                     evidence, checks, time.perf_counter() - start, tables)
+
+
+def _size_from_weights(weights) -> int:
+    from gfpgan_debug.weights import infer_config
+
+    try:
+        return infer_config({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})["out_size"]
+    except CheckpointError:
+        return 512  # GFPGAN's size; a wrong guess shows as a clear shape error from the artefact
+
+
+def eager_runner(model) -> Callable:
+    def run(x):
+        with torch.no_grad():
+            return named_outputs(model(x, randomize_noise=False))
+    return run
+
+
+def load_check(weights, reference, report) -> Check:
+    if reference is None:
+        return Check("load report", "skipped", "no checkpoint given (--weights)")
+    from gfpgan_debug.weights import compare_state_dicts, read_checkpoint_file
+
+    raw = read_checkpoint_file(weights)
+    details = dict(strict=report.to_dict())
+    summary = f"reference: {report.summary()}"
+    if isinstance(raw, dict) and any(isinstance(raw.get(k), dict) for k in ("params_ema", "params")):
+        as_posted = compare_state_dicts(reference, raw, source=f"the whole dict of {weights}")
+        details["as_in_the_post"] = as_posted.to_dict()
+        summary += (f". Loaded as the post did (whole dict, strict=False): {len(as_posted.matched)} of "
+                    f"{as_posted.entries_total} entries")
+    return Check("load report", "ok", summary, details)
+
+
+def parity_check(parity: pd.DataFrame, kind: str) -> Check:
+    counts = forensics.match_summary(parity)
+    bad = bad_entries(parity, kind)
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    if bad:
+        first = bad[0]
+        row = parity.loc[first]
+        summary += f"; first mismatch {first} (max |diff| {row['max_abs']:.3g}, cosine {row['cosine']:.3f})"
+    return Check("weight parity", "problem" if bad else "ok", summary, dict(counts=counts, mismatched=bad[:50]))
+
+
+def bad_entries(parity: pd.DataFrame, kind: str) -> List[str]:
+    """Entries that differ; absent ones too for TorchScript (ONNX drops weights its graph never reads)."""
+    bad = parity["status"] == "different"
+    if kind == "torchscript":
+        bad |= parity["status"] == "absent"
+    return list(parity.index[bad])
+
+
+def output_check(found: Artifact, reference, x, artifact_outputs, facts, tables) -> Check:
+    run_reference = eager_runner(reference)
+
+    def on_threads(threads):
+        with compare.torch_threads(threads):
+            return run_reference(x)
+
+    floor = compare.measure_noise_floor(on_threads, thread_counts=(1,))
+    tolerances = floor.tolerances()
+    frame = compare.compare_outputs(floor.reference, artifact_outputs, tolerances)
+    tables["output parity"] = frame
+    facts["output_frame"] = frame
+    facts["tolerances"] = tolerances
+    agrees = bool(frame["agrees"].all())
+    facts["outputs_agree"] = agrees
+    details = dict(table=json.loads(frame.reset_index().to_json(orient="records")),
+                   noise_floor=floor.per_output)
+    if not agrees:  # hypotheses: the colour channels reversed on the way in, or on the way out
+        swapped_in = compare.compare_outputs(run_reference(x.flip(1)), artifact_outputs, tolerances)
+        swapped_out = compare.compare_outputs({k: v[:, ::-1] for k, v in floor.reference.items()}, artifact_outputs,
+                                              tolerances)
+        facts["swap_input"] = bool(swapped_in["agrees"].all())
+        facts["swap_output"] = bool(swapped_out["agrees"].all())
+        details.update(swap_input_agrees=facts["swap_input"], swap_output_agrees=facts["swap_output"])
+    worst = frame["max_abs"].max()
+    summary = (f"{int(frame['agrees'].sum())} of {len(frame)} outputs agree with the reference (worst max |diff| "
+               f"{worst:.3g}; tolerances from a noise floor of {max(floor.per_output.values()):.3g})")
+    return Check("output parity", "ok" if agrees else "problem", summary, details)
+
+
+def divergence_check(found: Artifact, reference, x, facts) -> Check:
+    if found.kind == "torchscript":
+        trace = compare.trace_execution(reference, x, keep_arguments=True, randomize_noise=False)
+        prefix = "model." if hasattr(found.module, "model") else ""
+        candidate = compare.replay(trace, found.module, prefix)
+        how = "each layer of the artefact fed the reference's inputs"
+    else:
+        candidate = _onnx_intermediates(found, x)
+        if candidate is None:
+            return Check("first divergence", "skipped", "this ONNX graph's intermediate outputs could not be mapped "
+                         "to module paths")
+        modules = [m for m in candidate if m in dict(reference.named_modules())]
+        trace = compare.trace_execution(reference, x, modules=modules, randomize_noise=False)
+        how = "the ONNX graph's intermediate outputs"
+    divergence = compare.first_divergence(trace.outputs, candidate, inputs_of=trace.inputs_of)
+    facts["divergence"] = divergence
+    compared = len([k for k in candidate if k in trace.outputs])
+    if divergence is None:
+        return Check("first divergence", "ok", f"none: {compared} layer outputs agree ({how})")
+    return Check("first divergence", "problem", f"{divergence} ({how})",
+                 dict(name=divergence.name, inputs=divergence.inputs, metrics=divergence.metrics))
+
+
+def _onnx_intermediates(found: Artifact, x) -> Optional[Dict[str, np.ndarray]]:
+    try:
+        from gfpgan_debug import runtimes
+    except ImportError:
+        return None
+    try:
+        outputs = runtimes.run("onnxruntime", found.path, x, intermediates="all")
+    except GfpganDebugError:
+        return None
+    outputs = dict(outputs)
+    outputs[compare.INPUT_NAME] = compare.to_numpy(x)
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The verdict
+# ---------------------------------------------------------------------------------------------------------
+
+
+def decide(checks, facts, checkpoint, report, weights):
+    """(cause, verdict, evidence): the first rule that fires, most fundamental cause first."""
+    by_name = {c.name: c for c in checks}
+    untrained = facts["untrained"]
+    evidence = []
+    sensitivity = f"input sensitivity {facts['sensitivity']:.3f}" + (
+        f" (reference {facts['reference_sensitivity']:.3f})" if "reference_sensitivity" in facts else "")
+
+    parity = facts.get("parity")
+    if parity is not None:
+        bad = bad_entries(parity, facts["kind"])
+        counts = by_name["weight parity"].details["counts"]
+        # ONNX graphs drop weights their computation never reads: those absences are not compared
+        compared = len(parity) - (counts["absent"] if facts["kind"] == "onnxruntime" else 0)
+        first_conv = next((k for k in parity.index if len(checkpoint[k].shape) == 4 and k.endswith("weight")), parity.index[0])
+        if len(bad) >= NEVER_LOADED_SHARE * max(compared, 1) and untrained.score >= NEVER_LOADED_SHARE:
+            row = parity.loc[first_conv]
+            evidence.append(f"first convolution {first_conv}: artefact vs checkpoint max |diff| {row['max_abs']:.3g}, "
+                            f"cosine {row['cosine']:.3f}; "
+                            + _initial_evidence(untrained, first_conv, parity))
+            evidence.append(f"weight parity: {by_name['weight parity'].summary.split(';')[0]}")
+            evidence.append(f"untrained score {untrained.score:.3f}: the artefact's weights fit their random "
+                            "initialisation (zero biases, kernels inside ±1/sqrt(fan_in), noise strengths exactly 0)")
+            evidence.append(f"load report: {by_name['load report'].summary}")
+            as_posted = by_name["load report"].details.get("as_in_the_post")
+            if as_posted and as_posted["hint"]:
+                evidence.append(f"hint: {as_posted['hint']}")
+            evidence.append(sensitivity + ": the output hardly follows the camera")
+            return ("weights_never_loaded", "weights were never loaded: the artefact runs on its random "
+                    "initialisation (a load that matched no key, e.g. load_state_dict(whole_checkpoint, strict=False))",
+                    evidence + _divergence_evidence(facts))
+        if bad:
+            initial = [k for k in bad if parity.loc[k, "status"] == "different"
+                       and _looks_initial(untrained, k, parity)]
+            layers = sorted({k.rsplit(".", 1)[0] for k in bad})
+            for key in bad[:5]:
+                row = parity.loc[key]
+                evidence.append(f"{key}: {row['status']} (max |diff| {row['max_abs']:.3g}, cosine {row['cosine']:.3f}); "
+                                + _initial_evidence(untrained, key, parity))
+            evidence += _divergence_evidence(facts)
+            if len(bad) >= NEVER_LOADED_SHARE * max(compared, 1):
+                return ("weights_differ", "the artefact's weights are not this checkpoint's (another checkpoint?)", evidence)
+            if initial and len(initial) == len(bad):
+                return ("layers_not_loaded", f"weights of {', '.join(layers)} were not loaded: "
+                        f"{len(bad)} entr{'y' if len(bad) == 1 else 'ies'} still hold their random initialisation "
+                        "while the rest match the checkpoint", evidence)
+            return ("weights_differ", f"weights of {', '.join(layers[:5])} differ from the checkpoint", evidence)
+    elif untrained.score >= NEVER_LOADED_SHARE:
+        evidence.append(f"untrained score {untrained.score:.3f}: " + _initial_evidence(untrained, untrained.frame.index[0]))
+        evidence.append(sensitivity + ": the output hardly follows the camera")
+        return ("weights_never_loaded", "weights were never loaded: the artefact's weights are their random "
+                "initialisation (no checkpoint given to confirm against)", evidence)
+
+    if facts["nondeterministic"]:
+        worst = max(facts["nondeterministic"].items(), key=lambda kv: kv[1])
+        evidence.append(f"two runs on the same input differ: {worst[0]} max |diff| {worst[1]:.3g}")
+        evidence.append("the stored noise maps are not used: the model draws fresh noise on every call "
+                        "(randomize_noise=True); export with randomize_noise=False")
+        return ("fresh_noise", "fresh noise left on: the artefact draws new random noise on every call", evidence)
+
+    if facts.get("outputs_agree") is False:
+        frame = facts["output_frame"]
+        worst = frame["max_abs"].idxmax()
+        evidence.append(f"{worst}: max |diff| {frame.loc[worst, 'max_abs']:.3g} > tolerance "
+                        f"{frame.loc[worst, 'tolerance']:.3g}, cosine {frame.loc[worst, 'cosine']:.3f}")
+        if facts.get("swap_input"):
+            evidence.append("the artefact's outputs equal the reference's on the same input with its colour channels "
+                            "reversed: the artefact (or its preprocessing) swaps BGR and RGB")
+            evidence += _divergence_evidence(facts) or [
+                "fed the reference's inputs, every layer computes what the reference computes: the difference "
+                "enters before the first layer"]
+            return ("channel_swap", "BGR/RGB swap in preprocessing: the model sees the colour channels reversed",
+                    evidence)
+        if facts.get("swap_output"):
+            evidence.append("the artefact's outputs equal the reference's with its colour channels reversed")
+            return ("channel_swap_output", "BGR/RGB swap on the output side", evidence)
+        evidence += _divergence_evidence(facts)
+        where = facts.get("divergence")
+        return ("outputs_differ", "the outputs differ from the reference" +
+                (f", first at {where.name}" if where else " (no single layer found)"), evidence)
+
+    if checkpoint is None and untrained.score >= 0.25:
+        evidence.append(f"untrained score {untrained.score:.3f}; tensors at init: "
+                        + ", ".join(untrained.initial_tensors()[:8]))
+        return ("partly_untrained", "many weights still look like their random initialisation", evidence)
+    if facts["sensitivity"] < SENSITIVITY_LOW:
+        evidence.append(sensitivity)
+        if checkpoint is not None:
+            return ("insensitive_checkpoint", "the artefact matches the checkpoint, but the output hardly follows its "
+                    "input: the checkpoint itself may be untrained", evidence)
+        return ("insensitive", "the output hardly follows its input", evidence)
+
+    evidence.append(sensitivity)
+    if checkpoint is not None:
+        evidence.append(by_name["weight parity"].summary)
+        evidence.append(by_name["output parity"].summary)
+    else:
+        evidence.append("no checkpoint given: weight and output parity were not checked")
+    return "healthy", "healthy: no problem found", evidence
+
+
+def _artifact_name(parity, key) -> str:
+    """The artefact's own name for a checkpoint entry (the untrained report is keyed by those names)."""
+    name = parity.loc[key, "artifact_name"] if parity is not None and key in parity.index else None
+    return name if isinstance(name, str) else key
+
+
+def _looks_initial(untrained, key, parity=None) -> bool:
+    name = _artifact_name(parity, key)
+    return name in untrained.frame.index and bool(untrained.frame.loc[name, "looks_initial"])
+
+
+def _initial_evidence(untrained, key, parity=None) -> str:
+    name = _artifact_name(parity, key)
+    if name not in untrained.frame.index:
+        return "not scored"
+    row = untrained.frame.loc[name]
+    return f"{'looks like its initialisation' if row['looks_initial'] else 'moved from initialisation'}: {row['evidence']}"
+
+
+def _divergence_evidence(facts) -> List[str]:
+    divergence = facts.get("divergence")
+    return [str(divergence)] if divergence else []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gfpgan-debug doctor
+# ---------------------------------------------------------------------------------------------------------
+
+
+def add_cli(verbs) -> None:
+    parser = verbs.add_parser("doctor", help="run every check on an exported model and name the root cause",
+                              description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifact", required=True, help="a TorchScript .pt or an ONNX .onnx file")
+    parser.add_argument("--weights", help="the checkpoint the artefact should hold (enables parity checks)")
+    parser.add_argument("--image", help="a face image (default: the project's face)")
+    parser.add_argument("--json", metavar="OUT", help="write the diagnosis as JSON ('-' for stdout)")
+    parser.add_argument("--html", metavar="OUT", help="write the diagnosis as an HTML page")
+    parser.set_defaults(func=cli_doctor)
+
+
+def cli_doctor(args) -> int:
+    diagnosis = diagnose(args.artifact, weights=args.weights, image=args.image, progress=args.json != "-")
+    if args.json:
+        from gfpgan_debug.cli import emit_json
+
+        emit_json(diagnosis.to_dict(), args.json)
+    if args.html:
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.html).write_text(diagnosis.to_html())
+    if args.json != "-":
+        print(diagnosis)
+    return diagnosis.exit_code
