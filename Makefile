@@ -33,7 +33,7 @@ workbook: setup
 	$(PY) -m gfpgan_debug.workbook --out build/workbook
 
 lab: setup
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+	$(PY) -m gfpgan_debug.lab notebooks
 
 bench: setup
 	$(PY) benchmarks/run.py --out build/bench
