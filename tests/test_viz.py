@@ -231,6 +231,16 @@ def test_kernel_mosaic_puts_checkpoint_and_artefact_on_one_symmetric_scale():
     assert colorbar_labels(fig) == ["weight (shared scale)"]
 
 
+def test_kernel_mosaic_of_a_conv_with_few_output_channels_stays_page_sized():
+    # the demo model's first conv is (2, 3, 1, 1): a 3x2 matrix, tall and narrow
+    rng = np.random.default_rng(7)
+    fig = viz.kernel_mosaic({"checkpoint": rng.normal(size=(2, 3, 1, 1)), "artefact": rng.normal(size=(2, 3, 1, 1))})
+    width, height = fig.get_size_inches()
+    assert height <= 10.5  # two panels of at most 4 inches, their titles and the suptitle
+    top, bottom = image_axes(fig)
+    assert shown(top).shape == (3, 2)
+
+
 def test_kernel_mosaic_refuses_a_weight_that_is_not_a_convolution():
     with pytest.raises(ValueError, match="out, in, kh, kw"):
         viz.kernel_mosaic(np.zeros((4, 4)))

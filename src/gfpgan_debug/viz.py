@@ -321,7 +321,8 @@ def kernel_mosaic(weights, title: str = "convolution kernels", max_out: int = 64
     vmin, vmax = symmetric_range(*matrices.values())
     height, width = next(iter(matrices.values())).shape
     panel_width = min(12.0, max(4.0, 0.22 * width))
-    panel_height = max(1.4, panel_width * height / width)
+    # capped: a weight with few output channels is a tall, narrow matrix, which would otherwise make a poster
+    panel_height = min(4.0, max(1.4, panel_width * height / width))
     fig = Figure(figsize=(panel_width + 1.6, (panel_height + 0.7) * len(matrices) + 0.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(len(matrices), 1, squeeze=False)).ravel()
     for ax, (name, matrix) in zip(axes, matrices.items()):
