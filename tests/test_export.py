@@ -148,6 +148,19 @@ def test_expose_outputs_adds_all_or_only_the_chosen_node_outputs(onnx_files):
         export.expose_outputs(graph, ["not_a_tensor"])
 
 
+def test_onnx_variants_with_all_or_chosen_intermediates(model, tmp_path):
+    everything = onnx.load(str(export.export_cached(model, "onnx", cache_dir=tmp_path, intermediates="all")))
+    produced = {name for node in everything.graph.node for name in node.output}
+    assert {o.name for o in everything.graph.output} == produced | set(export.output_names(64))
+    chosen_path = export.export_cached(model, "onnx", cache_dir=tmp_path, dynamo=True,
+                                       intermediates=["conv_body_up.1", "final_conv"])
+    out = runtimes.run("onnxruntime", chosen_path, export.example_input(64))
+    assert list(out) == export.output_names(64) + ["conv_body_up.1", "final_conv"]
+    assert out["conv_body_up.1"].shape == (1, 32, 16, 16)  # U-Net: 512 * narrow / 2 channels at 16x16
+    with pytest.raises(ArtifactError, match="no tensor for module 'nowhere'"):
+        export.export_cached(model, "onnx", cache_dir=tmp_path, intermediates=["nowhere"])
+
+
 def test_cache_reuses_an_artefact_until_the_weights_change(tmp_path):
     first = tiny_model()
     path = export.export_cached(first, "torchscript", cache_dir=tmp_path)

@@ -188,13 +188,18 @@ def save_torchscript(model: nn.Module, path, method: str = "script") -> Path:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def save_onnx(model: nn.Module, path, dynamo: bool = False, opset: int = ONNX_OPSET) -> Path:
+def save_onnx(model: nn.Module, path, dynamo: bool = False, opset: int = ONNX_OPSET,
+              intermediates: Union[None, str, Sequence[str]] = None) -> Path:
     """The 8-output graph of the post: input ``input`` (1, 3, S, S), outputs ``image``, ``rgb_8`` … ``rgb_S``.
 
     ``dynamo=False`` is the legacy TorchScript-based exporter the post used; its node names are module paths
     (``/model/conv_body_down.0/conv1/Conv``). ``dynamo=True`` goes through ``torch.export``; its node names are
     flat (``node_conv2d_1``) and the module path is kept in each node's metadata. Batch is fixed at 1:
     modulated convolution folds the batch into conv groups.
+
+    ``intermediates="all"`` also exposes every node output (under its ONNX name) as a graph output: the
+    "all intermediates" variant, for a viewer or a full sweep. A list of module paths exposes only those
+    modules' outputs (``module_outputs``), which keeps ONNX Runtime's memory to what you look at.
     """
     size = model_size(model)
     wrapper = deploy(model)
@@ -207,6 +212,12 @@ def save_onnx(model: nn.Module, path, dynamo: bool = False, opset: int = ONNX_OP
             kwargs = dict(external_data=False, verbose=False) if dynamo else dict(do_constant_folding=True)
             torch.onnx.export(wrapper, (example,), str(tmp), input_names=["input"], output_names=names,
                               opset_version=opset, dynamo=dynamo, **kwargs)
+        if intermediates is not None:
+            import onnx
+
+            graph = onnx.load(str(tmp))
+            tensors = "all" if intermediates == "all" else module_tensors(graph, intermediates)
+            onnx.save(expose_outputs(graph, tensors), str(tmp))
 
     return write_atomically(Path(path), export)
 
@@ -334,6 +345,16 @@ def module_outputs(onnx_model) -> Dict[str, str]:
     return outputs
 
 
+def module_tensors(onnx_model, module_paths: Sequence[str]) -> List[str]:
+    """The ONNX tensors holding these modules' outputs; a clear error for a module the graph does not map."""
+    mapped = module_outputs(onnx_model)
+    unmapped = [path for path in module_paths if path not in mapped]
+    if unmapped:
+        raise ArtifactError(f"the ONNX graph has no tensor for module {unmapped[0]!r} ({len(unmapped)} of "
+                            f"{len(module_paths)} unmapped; `coverage` lists what is mapped)")
+    return [mapped[path] for path in module_paths]
+
+
 def coverage(onnx_model, module_paths: Sequence[str]) -> dict:
     """How much of the model the ONNX → module mapping covers: modules (of those given, typically those a
     forward calls) with an output tensor in the graph, and nodes attributed to a module below the model."""
@@ -444,14 +465,16 @@ def is_valid(artifact: Path) -> bool:
 EXPORTERS = {
     # kind: (file suffix, function(model, path, **options))
     "torchscript": (".pt", lambda model, path, method="script": save_torchscript(model, path, method)),
-    "onnx": (".onnx", lambda model, path, dynamo=False, opset=ONNX_OPSET: save_onnx(model, path, dynamo, opset)),
+    "onnx": (".onnx", lambda model, path, dynamo=False, opset=ONNX_OPSET, intermediates=None:
+             save_onnx(model, path, dynamo, opset, intermediates)),
 }
 
 
 def export_cached(model: nn.Module, kind: str, cache_dir=None, config: Optional[dict] = None,
                   extra: Optional[dict] = None, **options) -> Path:
-    """The artefact of ``kind`` ("torchscript": method="script"|"trace"; "onnx": dynamo=False|True, opset) for
-    this exact model, made once and reused while weights, structure, options and torch stay the same.
+    """The artefact of ``kind`` ("torchscript": method="script"|"trace"; "onnx": dynamo=False|True, opset,
+    intermediates=None|"all"|[module paths]) for this exact model, made once and reused while weights,
+    structure, options and torch stay the same.
 
     ``config`` and ``extra`` (e.g. the weights file's SHA-256) are recorded in the manifest, not in the key.
     """
@@ -462,6 +485,8 @@ def export_cached(model: nn.Module, kind: str, cache_dir=None, config: Optional[
     key = artifact_key(model, options)
     cache_dir = Path(cache_dir or ARTIFACT_DIR)
     label = kind if kind == "torchscript" else ("onnx-dynamo" if options.get("dynamo") else "onnx-legacy")
+    if options.get("intermediates") is not None:
+        label += "-all" if options["intermediates"] == "all" else "-chosen"
     artifact = cache_dir / f"gfpgan-{label}-{key[:16]}{suffix}"
     with file_lock(cache_dir / f".{artifact.name}.lock"):
         if is_valid(artifact):

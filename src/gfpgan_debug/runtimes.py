@@ -10,7 +10,9 @@ onnxruntime    a .onnx file (or an onnx.ModelProto)           any module the ONN
 =============  =============================================  ===========================================
 
 Every runtime returns the same thing: an ordered ``{name: np.ndarray}``, ``image``, ``rgb_8`` … ``rgb_<S>``,
-then any intermediates under their PyTorch module paths (``conv_body_up.0.conv2``).
+then any intermediates under their PyTorch module paths (``conv_body_up.0.conv2``). An ONNX file saved with
+extra outputs (``export.save_onnx(..., intermediates=...)``) gives them back too: module outputs under their
+paths, any other tensor as ``onnx:<tensor name>``.
 
 Frames: ``inputs`` is one (1, 3, S, S) tensor/array, an (N, 3, S, S) array, or a sequence of (1, 3, S, S)
 frames. The model's batch is fixed at 1, so frames run one after another (the LibTorch runner does them all
@@ -228,11 +230,7 @@ def run_onnxruntime(artifact, frames, device, intermediates):
     outputs_of = export.module_outputs(graph)  # module path → ONNX tensor
     if intermediates is not None:
         paths = list(outputs_of) if intermediates == "all" else list(intermediates)
-        unmapped = [path for path in paths if path not in outputs_of]
-        if unmapped:
-            raise GfpganDebugError(f"the ONNX graph has no tensor for module {unmapped[0]!r} "
-                                   f"({len(unmapped)} of {len(paths)} asked for are unmapped)")
-        graph = export.expose_outputs(graph, sorted({outputs_of[path] for path in paths}))
+        graph = export.expose_outputs(graph, sorted(set(export.module_tensors(graph, paths))))
     else:
         paths = []
     try:
@@ -244,6 +242,9 @@ def run_onnxruntime(artifact, frames, device, intermediates):
         raise GfpganDebugError("onnxruntime fell back to the CPU: the CUDA provider did not load")
 
     output_names = [output.name for output in session.get_outputs()]
+    paths_of: Dict[str, List[str]] = {}  # ONNX tensor → the module paths whose output it is
+    for path, tensor in outputs_of.items():
+        paths_of.setdefault(tensor, []).append(path)
     input_name = session.get_inputs()[0].name
     results, seconds = [], []
     for frame in frames:
@@ -251,8 +252,13 @@ def run_onnxruntime(artifact, frames, device, intermediates):
         values = dict(zip(output_names, session.run(output_names, {input_name: frame})))
         seconds.append(time.perf_counter() - start)
         named = OrderedDict((name, values[name]) for name in export.output_names(frame.shape[-1]) if name in values)
-        for path in paths:
-            named[path] = values[outputs_of[path]]
+        if intermediates is not None:
+            named.update((path, values[outputs_of[path]]) for path in paths)
+        else:  # a graph saved with extra outputs: module outputs by path, the rest as onnx:<tensor name>
+            for name in output_names:
+                if name not in named:
+                    for path in paths_of.get(name, [f"onnx:{name}"]):
+                        named[path] = values[name]
         results.append(named)
     return results, seconds
 
