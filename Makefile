@@ -36,6 +36,7 @@ lab: setup
 	$(PY) -m gfpgan_debug.lab notebooks
 
 bench: setup
+	$(PIP) install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py --out build/bench
 
 clean:

@@ -8,7 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return sorted(project["dependencies"] + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    return sorted(project["dependencies"] + extras["dev"] + extras["bench"])
 
 
 def environment_pins():

@@ -1,0 +1,193 @@
+"""Latency of one 512x512 forward per runtime and setting, against the machine's own measured peak.
+
+    python benchmarks/latency.py --model demo|official --files build/bench/files --out latency.json [--repeats 5]
+
+    FLOPs      counted once with torch.utils.flop_counter on the eager forward (2 per multiply-add of every
+               convolution and matrix product; element-wise work is not counted)
+    GFLOP/s    FLOPs / median seconds of one forward
+    peak       GFLOP/s of a large float32 matrix product (torch.mm, n x n, 2 n^3 FLOPs) on the same threads
+    fraction   GFLOP/s / peak
+
+Settings tried: eager (as it is); TorchScript as loaded, frozen (torch.jit.freeze) and
+torch.jit.optimize_for_inference; LibTorch (the C++ runner, its own timer); ONNX Runtime at each graph
+optimisation level, and with 1 and all intra-op threads. A setting counts as honest only when its image
+agrees with eager's within compare.default_tolerance; the best honest setting per runtime is reported.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.guard import summary  # noqa: E402
+
+RUNTIMES = ("eager", "torchscript", "libtorch", "onnxruntime")
+
+
+def matmul_peak(size: int, repeats: int, threads: int) -> dict:
+    """GFLOP/s of ``a @ b`` for float32 (size, size) matrices: 2 size^3 / seconds, on ``threads`` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up: thread pool and the BLAS's buffers
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - start)
+    flops = 2 * size**3
+    times = summary(seconds)
+    return dict(size=size, threads=threads, seconds=times, gflops_median=flops / times["median"] / 1e9,
+                gflops_best=flops / times["min"] / 1e9)
+
+
+def count_flops(model, x) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x, return_rgb=True, randomize_noise=False)
+    return int(counter.get_total_flops())
+
+
+def forward_times(runtime: str, artifact, x: np.ndarray, repeats: int, warmup: int) -> list:
+    """Seconds of each of ``repeats`` forwards (after ``warmup`` unmeasured ones), as runtimes.run times them;
+    the LibTorch runner does all frames in one process and times each inside C++."""
+    from gfpgan_debug import runtimes
+
+    seconds, image = [], None
+    frames = np.repeat(x, warmup + repeats, axis=0)
+    if runtime == "libtorch":
+        outputs = runtimes.run(runtime, artifact, frames, timings=seconds)
+        return seconds[warmup:], outputs["image"][-1:]
+    for i, frame in enumerate(frames):
+        timings = []
+        outputs = runtimes.run(runtime, artifact, frame[None], timings=timings)
+        if i >= warmup:
+            seconds += timings
+        image = outputs["image"]
+    return seconds, image
+
+
+def ort_session(onnx_path: str, level: str, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+
+
+def ort_times(session, x: np.ndarray, repeats: int, warmup: int):
+    name = session.get_inputs()[0].name
+    for _ in range(warmup):
+        session.run(["image"], {name: x})
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        image = session.run(["image"], {name: x})[0]
+        seconds.append(time.perf_counter() - start)
+    return seconds, image
+
+
+def settings(files: dict, quick: bool, threads: int):
+    """(runtime, setting name, artifact or session factory) for every setting to try."""
+    from gfpgan_debug import runtimes
+    from gfpgan_debug.compat import torch_deprecations_silenced
+
+    def scripted(kind):
+        def load():
+            module = runtimes.load_torchscript(files["torchscript"])
+            with torch_deprecations_silenced():
+                if kind == "frozen":
+                    return torch.jit.freeze(module)
+                if kind == "optimize_for_inference":
+                    return torch.jit.optimize_for_inference(module)
+            return module
+        return load
+
+    yield "eager", "as is", None
+    yield "torchscript", "torch.jit.load", scripted("loaded")
+    if not quick:
+        yield "torchscript", "frozen", scripted("frozen")
+    yield "torchscript", "optimize_for_inference", scripted("optimize_for_inference")
+    yield "libtorch", f"C++ runner, {threads} threads", files["torchscript"]
+    levels = ["ORT_ENABLE_ALL"] if quick else ["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED",
+                                                "ORT_ENABLE_ALL"]
+    for level in levels:
+        yield "onnxruntime", f"{level}, {threads} threads", (level, threads)
+    if not quick:
+        yield "onnxruntime", "ORT_ENABLE_ALL, 1 thread", ("ORT_ENABLE_ALL", 1)
+
+
+def measure(model_name: str, files_dir: Path, repeats: int, quick: bool, peak_size: int) -> dict:
+    from benchmarks.models import build_model
+    from gfpgan_debug import compare
+    from tqdm.auto import tqdm
+
+    files = json.loads((files_dir / model_name / "files.json").read_text())
+    threads = torch.get_num_threads()
+    model, _ = build_model(model_name)
+    x = np.load(files["input"])
+    peak = matmul_peak(peak_size, repeats=max(repeats, 3), threads=threads)
+    flops = count_flops(model, torch.from_numpy(x))
+    warmup = 1 if quick else 2  # TorchScript's profiling executor optimises the graph during its first calls
+    rows, reference = [], None
+    for runtime, name, how in tqdm(list(settings(files, quick, threads)), desc=f"latency {model_name}", leave=False):
+        try:
+            if runtime == "eager":
+                seconds, image = forward_times("eager", model, x, repeats, warmup)
+                reference = image
+            elif runtime == "torchscript":
+                seconds, image = forward_times("torchscript", how(), x, repeats, warmup)
+            elif runtime == "libtorch":
+                seconds, image = forward_times("libtorch", how, x, repeats, warmup)
+            else:
+                seconds, image = ort_times(ort_session(files["onnx"], *how), x, repeats, warmup)
+        except Exception as error:  # a setting that does not run is reported, not fatal
+            rows.append(dict(runtime=runtime, setting=name, error=f"{type(error).__name__}: {str(error)[:200]}"))
+            continue
+        times = summary(seconds)
+        max_abs = float(np.abs(image.astype(np.float64) - reference).max())
+        rows.append(dict(runtime=runtime, setting=name, seconds=times, gflops_per_s=flops / times["median"] / 1e9,
+                         fraction_of_peak=flops / times["median"] / 1e9 / peak["gflops_median"],
+                         image_max_abs_vs_eager=max_abs,
+                         honest=bool(max_abs <= compare.default_tolerance(reference))))
+    best = {}
+    for row in rows:
+        if row.get("honest") and (row["runtime"] not in best or row["seconds"]["median"] < best[row["runtime"]]["seconds"]["median"]):
+            best[row["runtime"]] = row
+    plain_ort = next((r for r in rows if r["runtime"] == "onnxruntime" and "error" not in r
+                      and r["setting"].startswith("ORT_ENABLE_ALL") and "1 thread" not in r["setting"]), None)
+    eager = next(r for r in rows if r["runtime"] == "eager")
+    return dict(model=model_name, parameters=files["parameters"], config=files["config"], flops=flops,
+                gflops=flops / 1e9, peak=peak, threads=threads, repeats=repeats, settings=rows,
+                best={k: dict(setting=v["setting"], median_seconds=v["seconds"]["median"],
+                              min_seconds=v["seconds"]["min"], max_seconds=v["seconds"]["max"],
+                              gflops_per_s=v["gflops_per_s"], fraction_of_peak=v["fraction_of_peak"])
+                      for k, v in best.items()},
+                plain_eager_plus_ort_seconds=eager["seconds"]["median"] + (plain_ort["seconds"]["median"] if plain_ort else float("nan")))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--files", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--peak-size", type=int, default=4096)
+    args = parser.parse_args(argv)
+    result = measure(args.model, Path(args.files), args.repeats, args.quick, args.peak_size)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    for runtime, row in result["best"].items():
+        print(f"{runtime:12s} {row['setting']:32s} {row['median_seconds']:.3f} s  {row['fraction_of_peak']:.1%} of peak")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

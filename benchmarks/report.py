@@ -1,0 +1,151 @@
+"""results.json -> results.md: the tables README.md shows, each target marked met or missed."""
+import math
+
+
+def fmt_seconds(s: dict) -> str:
+    """'2.31 s (2.20-2.52, n=5)' from a summary."""
+    if not s or s.get("median") is None:
+        return "-"
+    if s["n"] == 1:
+        return f"{s['median']:.2f} s (n=1)"
+    return f"{s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f}, n={s['n']})"
+
+
+def fmt_mb(s: dict) -> str:
+    if not s or s.get("median") is None:
+        return "-"
+    return f"{s['median']:,.0f} MB" + (f" ({s['min']:,.0f}-{s['max']:,.0f})" if s["n"] > 1 else "")
+
+
+def mark(ok) -> str:
+    return "met" if ok else "**missed**"
+
+
+def measured(section) -> bool:
+    return isinstance(section, dict) and section.get("measured", True)
+
+
+def latency_section(latency: dict, targets: dict) -> list:
+    lines = ["## Runtime latency (one 512x512 forward)", ""]
+    if not measured(latency):
+        return lines + [f"Not measured: {latency.get('why')}.", ""]
+    for model, data in latency.items():
+        if not measured(data):
+            lines += [f"**{model}**: not measured: {data.get('why')}", ""]
+            continue
+        peak = data["peak"]
+        lines += [f"**{model}** ({data['parameters'] / 1e6:.1f} M parameters, {data['gflops']:.1f} GFLOP per forward "
+                  f"by torch.utils.flop_counter; measured peak {peak['gflops_median']:.0f} GFLOP/s = median of a "
+                  f"{peak['size']}x{peak['size']} float32 matmul on {peak['threads']} threads, best "
+                  f"{peak['gflops_best']:.0f})", "",
+                  "| runtime | setting | seconds, median (min-max) | GFLOP/s | of peak | image vs eager | best |",
+                  "| --- | --- | --- | ---: | ---: | --- | --- |"]
+        for row in data["settings"]:
+            if "error" in row:
+                lines.append(f"| {row['runtime']} | {row['setting']} | does not run: {row['error'][:90]} | | | | |")
+                continue
+            best = data["best"].get(row["runtime"], {}).get("setting") == row["setting"]
+            agree = "agrees" if row["honest"] else f"**differs** ({row['image_max_abs_vs_eager']:.2g})"
+            lines.append(f"| {row['runtime']} | {row['setting']} | {fmt_seconds(row['seconds'])} | "
+                         f"{row['gflops_per_s']:.1f} | {row['fraction_of_peak']:.1%} | {agree} | {'best' if best else ''} |")
+        fastest = min(data["best"].values(), key=lambda r: r["median_seconds"]) if data["best"] else None
+        if fastest:
+            goal = targets["fraction_of_peak"]
+            lines += ["", f"Fastest: {fastest['setting']} at {fastest['fraction_of_peak']:.1%} of peak; target "
+                      f">= {goal:.0%}: {mark(fastest['fraction_of_peak'] >= goal)}."]
+        lines.append("")
+    return lines
+
+
+def search_section(search: dict, targets: dict) -> list:
+    lines = ["## Layer-by-layer search (eager reference vs ONNX Runtime, every module output)", ""]
+    if not measured(search):
+        return lines + [f"Not measured: {search.get('why')}.", ""]
+    for model, data in search.items():
+        routes = data["routes"]
+        lines += [f"**{model}** (each route a child process under a {data['memory_limit_gb']:g} GB memory guard; "
+                  f"wall time includes Python start-up and model loading)", "",
+                  "| route | wall time | peak RSS | tensors fetched / compared | outcome |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, label in (("library", "library: runtimes.run(intermediates=modules) + first_divergence"),
+                            ("naive", "naive: every node output in one ORT session"),
+                            ("polygraphy", "Polygraphy: run --onnxrt --onnx-outputs '*' --save-outputs, then compare")):
+            route = routes[name]
+            if route.get("stopped"):
+                outcome = f"stopped by the guard: {route['stopped']}"
+            elif route.get("completed"):
+                outcome = route["divergence"] or "no divergence found (all agree)"
+            else:
+                outcome = "failed: " + (route["runs"][-1].get("failed", "") or "?")[:120]
+            counts = (f"{route['tensors_exposed']} / {route['tensors_compared']}" if "tensors_exposed" in route else "-")
+            time = fmt_seconds(route["seconds"]) if not route.get("stopped") else f">= {route['seconds']['median']:.0f} s"
+            peak = fmt_mb(route["peak_mb"]) if not route.get("stopped") else f"> {route['peak_mb']['median']:,.0f} MB"
+            lines.append(f"| {label} | {time} | {peak} | {counts} | {outcome} |")
+        bound = " (at least: Polygraphy was stopped)" if data["polygraphy_is_lower_bound"] else ""
+        lines += ["", f"- speed-up vs Polygraphy: {data['speedup_vs_polygraphy']:.1f}x{bound}; target >= "
+                  f"{targets['speedup_vs_polygraphy']:g}x: {mark(data['speedup_vs_polygraphy'] >= targets['speedup_vs_polygraphy'])}",
+                  f"- peak memory vs Polygraphy: {data['memory_ratio_vs_polygraphy']:.2f}{' (at most)' if bound else ''}; "
+                  f"target <= 1/3: {mark(data['memory_ratio_vs_polygraphy'] <= targets['memory_ratio_vs_polygraphy'])}",
+                  f"- speed-up vs naive: {data['speedup_vs_naive']:.1f}x, memory ratio {data['memory_ratio_vs_naive']:.2f}",
+                  f"- library peak memory {data['library_peak_mb']:,.0f} MB; target < {targets['search_peak_mb']:,} MB: "
+                  f"{mark(data['library_peak_mb'] < targets['search_peak_mb'])}"]
+        if data.get("times_plain_forwards") is not None:
+            ratio = data["times_plain_forwards"]
+            lines.append(f"- library search (in-process, model loaded) / (one plain eager + one plain ORT forward, "
+                         f"{data['plain_eager_plus_ort_seconds']:.2f} s): {ratio:.1f}x (whole process: "
+                         f"{data['times_plain_forwards_whole_process']:.1f}x); target <= {targets['times_plain_forwards']:g}x: "
+                         f"{mark(ratio <= targets['times_plain_forwards'])}")
+        lines.append("")
+    return lines
+
+
+def doctor_section(doctor: dict, targets: dict) -> list:
+    lines = ["## Doctor", ""]
+    if not measured(doctor):
+        return lines + [f"Not measured: {doctor.get('why')}.", ""]
+    lines += ["| model | case | wall time | peak RSS | verdict | under 60 s |", "| --- | --- | --- | --- | --- | --- |"]
+    for model, data in doctor.items():
+        if not measured(data):
+            lines.append(f"| {model} | | not measured: {data.get('why', '')[:150]} | | | |")
+            continue
+        ok = data["seconds"]["median"] < targets["doctor_seconds"]
+        lines.append(f"| {model} | {data['case']} | {fmt_seconds(data['seconds'])} | {fmt_mb(data['peak_mb'])} | "
+                     f"{(data['verdict'] or '')[:100]} | {mark(ok)} |")
+    return lines + [""]
+
+
+def workbook_section(workbook: dict, targets: dict) -> list:
+    lines = ["## Workbook (`python -m gfpgan_debug.workbook`)", ""]
+    if not measured(workbook):
+        return lines + [f"Not measured: {workbook.get('why')}.", ""]
+    lines += ["| notebook | seconds | ran to the end |", "| --- | ---: | --- |"]
+    for name, run in workbook["notebooks"].items():
+        lines.append(f"| {name} | {run['seconds']:.1f} | {'yes' if run['ok'] else 'no: ' + run['error'][:80]} |")
+    total = workbook["total_seconds"]
+    lines += [f"| **total** | **{total:.1f}** | |", "",
+              f"{workbook['note']}; target: all under {targets['workbook_seconds']:.0f} s: "
+              f"{mark(total < targets['workbook_seconds'])}.", ""]
+    return lines
+
+
+def markdown(results: dict) -> str:
+    targets = results["targets"]
+    m = results["machine"]
+    lines = ["# gfpgan-debug benchmarks", "",
+             f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['threads']} torch threads, "
+             f"{m['memory_gb']} GB; torch {m['versions'].get('torch')}, onnxruntime {m['versions'].get('onnxruntime')}, "
+             f"polygraphy {m['versions'].get('polygraphy')}; {m['date']}. Shared host: {m['shared_host']} "
+             f"(load average {m['load_average'][0]:.1f} at the start, {m.get('load_average_end', [math.nan])[0]:.1f} "
+             f"at the end)." + (" **--quick run.**" if results.get("quick") else ""), ""]
+    lines += latency_section(results["latency"], targets)
+    lines += search_section(results["layer_search"], targets)
+    lines += doctor_section(results["doctor"], targets)
+    lines += workbook_section(results["workbook"], targets)
+    setup = results["setup"]
+    lines += ["## Set-up", ""]
+    if measured(setup) and "seconds" in setup:
+        lines += [f"`make setup` on a fresh clone: {setup['seconds']} s, venv {setup['venv_gb']} GB; measured "
+                  f"{setup['measured']}. Reported, not targeted.", ""]
+    else:
+        lines += [f"Not measured: {setup.get('why')}.", ""]
+    return "\n".join(lines) + "\n"
