@@ -133,6 +133,17 @@ def fill_random_weights_(model: nn.Module, seed: int = 0) -> nn.Module:
 # ---------------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def tracing_quietly():
+    """torch's deprecation notices (compat's one filter), plus what tracing adds: a TracerWarning that
+    ``int(out.size(1) // 2)`` in the SFT split becomes a constant (it is one: the channel count is fixed by the
+    weights; ``trace`` checks on fresh inputs, and the ONNX tests compare with eager), and the dynamo exporter's
+    progress lines on stdout."""
+    with torch_deprecations_silenced(), warnings.catch_warnings(), contextlib.redirect_stdout(None):
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
 def script(model: nn.Module) -> torch.jit.ScriptModule:
     """``torch.jit.script`` of the deploy wrapper: the whole control flow is compiled, nothing is traced."""
     with torch_deprecations_silenced():
@@ -152,10 +163,7 @@ def trace(model: nn.Module, example: Optional[Tensor] = None, check_inputs: int 
     size = model_size(model)
     device = next(model.parameters()).device
     example = example if example is not None else example_input(size, seed=0, device=device)
-    with torch_deprecations_silenced(), warnings.catch_warnings():
-        # TracerWarning: int(out.size(1) // 2) in the SFT split becomes a constant. It is one (the channel count
-        # is fixed by the weights), and the fresh-input check below is what would catch a wrong constant.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    with tracing_quietly():
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
     for seed in range(1, check_inputs + 1):
         fresh = example_input(size, seed=seed, device=device)
@@ -207,8 +215,7 @@ def save_onnx(model: nn.Module, path, dynamo: bool = False, opset: int = ONNX_OP
     names = output_names(size)
 
     def export(tmp: Path):
-        with torch_deprecations_silenced(), warnings.catch_warnings(), contextlib.redirect_stdout(None):
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # see trace(): constant channels
+        with tracing_quietly():
             kwargs = dict(external_data=False, verbose=False) if dynamo else dict(do_constant_folding=True)
             torch.onnx.export(wrapper, (example,), str(tmp), input_names=["input"], output_names=names,
                               opset_version=opset, dynamo=dynamo, **kwargs)
