@@ -2,7 +2,9 @@
 
 The guard polls the resident memory (RSS) of the child and all its descendants from /proc every
 ``poll_seconds``; above ``limit_bytes`` it kills the whole process group and reports
-"over 16 GB after 76 s" instead of letting the machine run out of memory. Peak memory is the larger of the
+"over 16 GB after 76 s" instead of letting the machine run out of memory. On a shared machine it can also
+stop the child when the memory the whole machine has left (MemAvailable) falls below ``min_available_bytes``,
+so that a peer near the limit cannot push other people's processes into the kernel's out-of-memory killer. Peak memory is the larger of the
 highest polled total and the kernel's own high-water mark for the child (``ru_maxrss`` from ``wait4``, which
 sees a spike that falls between two polls, but for one process only).
 """
@@ -61,25 +63,37 @@ def tree_rss_bytes(root: int) -> int:
     return sum(rss_bytes(pid) for pid in process_tree(root))
 
 
-def describe_limit(limit_bytes: int) -> str:
-    return f"{limit_bytes / GB:g} GB" if limit_bytes >= GB else f"{limit_bytes / MB:g} MB"
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo: what the machine can still hand out without swapping."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 1 << 62
+
+
+def describe_limit(size_bytes: float) -> str:
+    return f"{size_bytes / GB:.3g} GB" if size_bytes >= GB else f"{size_bytes / MB:.3g} MB"
 
 
 def run_guarded(command: Sequence[str], limit_bytes: int = 16 * GB, poll_seconds: float = 0.05,
-                env: Optional[Dict[str, str]] = None, cwd=None, tail_lines: int = 20) -> GuardedRun:
-    """Run ``command``; kill it (and its children) as soon as their RSS together exceeds ``limit_bytes``."""
+                env: Optional[Dict[str, str]] = None, cwd=None, tail_lines: int = 20,
+                min_available_bytes: int = 0) -> GuardedRun:
+    """Run ``command``; kill it (and its children) as soon as their RSS together exceeds ``limit_bytes``, or
+    the machine's available memory falls below ``min_available_bytes``."""
     log_path = f"/tmp/guarded-{os.getpid()}-{time.monotonic_ns()}.log"
     with open(log_path, "w+") as log:
         start = time.perf_counter()
         child = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                  start_new_session=True)  # its own process group, so the kill reaches its children
-        peak, stopped, status, usage = 0, False, None, None
+        peak, stopped, status, usage, short = 0, False, None, None, False
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid == child.pid:
                 break
             peak = max(peak, tree_rss_bytes(child.pid))
-            if peak > limit_bytes:
+            short = bool(min_available_bytes) and available_bytes() < min_available_bytes
+            if peak > limit_bytes or short:
                 stopped = True
                 os.killpg(child.pid, signal.SIGKILL)
                 _, status, usage = os.wait4(child.pid, 0)
@@ -91,7 +105,12 @@ def run_guarded(command: Sequence[str], limit_bytes: int = 16 * GB, poll_seconds
         log.seek(0)
         output = "\n".join(log.read().splitlines()[-tail_lines:])
     os.unlink(log_path)
-    message = f"over {describe_limit(limit_bytes)} after {seconds:.0f} s" if stopped else ""
+    message = ""
+    if stopped and short and peak <= limit_bytes:
+        message = (f"stopped at {describe_limit(peak)} after {seconds:.0f} s: the machine had less than "
+                   f"{describe_limit(min_available_bytes)} available")
+    elif stopped:
+        message = f"over {describe_limit(limit_bytes)} after {seconds:.0f} s"
     return GuardedRun(list(command), seconds, peak / MB, child.returncode, stopped, message, output)
 
 

@@ -135,9 +135,10 @@ def measure(model_name: str, files_dir: Path, repeats: int, quick: bool, peak_si
     x = np.load(files["input"])
     peak = matmul_peak(peak_size, repeats=max(repeats, 3), threads=threads)
     flops = count_flops(model, torch.from_numpy(x))
-    warmup = 1 if quick else 2  # TorchScript's profiling executor optimises the graph during its first calls
     rows, reference = [], None
     for runtime, name, how in tqdm(list(settings(files, quick, threads)), desc=f"latency {model_name}", leave=False):
+        # TorchScript's profiling executor specialises and optimises the graph during its first two calls
+        warmup = 2 if runtime in ("torchscript", "libtorch") and not quick else 1
         try:
             if runtime == "eager":
                 seconds, image = forward_times("eager", model, x, repeats, warmup)

@@ -81,6 +81,12 @@ def search_section(search: dict, targets: dict) -> list:
             time = fmt_seconds(route["seconds"]) if not route.get("stopped") else f">= {route['seconds']['median']:.0f} s"
             peak = fmt_mb(route["peak_mb"]) if not route.get("stopped") else f"> {route['peak_mb']['median']:,.0f} MB"
             lines.append(f"| {label} | {time} | {peak} | {counts} | {outcome} |")
+        phases = routes["library"].get("runs", [{}])[-1].get("search", {}).get("phases")
+        if phases:
+            lines += ["", "Where the library's time goes (last run, seconds): " + ", ".join(
+                f"{name} {phases[name]:.1f}" for name in ("load_model", "candidate", "reference", "compare", "search")
+                if name in phases) + " (candidate: read the ONNX file, expose the module outputs, create the session, "
+                "run; reference: compare.trace_execution; compare: compare.first_divergence)"]
         bound = " (at least: Polygraphy was stopped)" if data["polygraphy_is_lower_bound"] else ""
         lines += ["", f"- speed-up vs Polygraphy: {data['speedup_vs_polygraphy']:.1f}x{bound}; target >= "
                   f"{targets['speedup_vs_polygraphy']:g}x: {mark(data['speedup_vs_polygraphy'] >= targets['speedup_vs_polygraphy'])}",

@@ -52,6 +52,14 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def test_guard_stops_a_process_when_the_machine_runs_short_of_memory_and_says_so():
+    more_than_the_machine_has = 1 << 50  # 1 PB: MemAvailable is always below it
+    run = run_guarded([sys.executable, "-c", "import time; time.sleep(60)"], limit_bytes=1 << 40,
+                      min_available_bytes=more_than_the_machine_has)
+    assert run.stopped and run.returncode == -9
+    assert "the machine had less than" in run.message
+
+
 def test_guard_lets_a_process_under_its_limit_finish_and_keeps_its_output():
     run = run_guarded([sys.executable, "-c", "print('hello from the child')"], limit_bytes=1 << 30)
     assert not run.stopped and run.message == ""
