@@ -8,8 +8,8 @@
     peak       GFLOP/s of a large float32 matrix product (torch.mm, n x n, 2 n^3 FLOPs) on the same threads
     fraction   GFLOP/s / peak
 
-Settings tried: eager (as it is); TorchScript as loaded, frozen (torch.jit.freeze) and
-torch.jit.optimize_for_inference; LibTorch (the C++ runner, its own timer); ONNX Runtime at each graph
+Settings tried: eager (all threads, and one); TorchScript, scripted and traced, as loaded, frozen (torch.jit.freeze) and
+through torch.jit.optimize_for_inference; LibTorch (the C++ runner, its own timer); ONNX Runtime at each graph
 optimisation level, and with 1 and all intra-op threads. A setting counts as honest only when its image
 agrees with eager's within compare.default_tolerance; the best honest setting per runtime is reported.
 """
@@ -99,23 +99,31 @@ def settings(files: dict, quick: bool, threads: int):
     from gfpgan_debug import runtimes
     from gfpgan_debug.compat import torch_deprecations_silenced
 
-    def scripted(kind):
+    def loaded(path, kind):
         def load():
-            module = runtimes.load_torchscript(files["torchscript"])
+            module = runtimes.load_torchscript(path)
             with torch_deprecations_silenced():
                 if kind == "frozen":
                     return torch.jit.freeze(module)
-                if kind == "optimize_for_inference":
+                if kind == "optimize_for_inference":  # freezes, then folds conv-bn, fuses, may use MKLDNN
                     return torch.jit.optimize_for_inference(module)
             return module
         return load
 
-    yield "eager", "as is", None
-    yield "torchscript", "torch.jit.load", scripted("loaded")
+    yield "eager", f"as is, {threads} threads", None
     if not quick:
-        yield "torchscript", "frozen", scripted("frozen")
-    yield "torchscript", "optimize_for_inference", scripted("optimize_for_inference")
-    yield "libtorch", f"C++ runner, {threads} threads", files["torchscript"]
+        yield "eager", "1 thread", 1  # on an oversubscribed host, fewer threads can wait less for each other
+    script, trace = files["torchscript"], files["torchscript_trace"]
+    yield "torchscript", "script, torch.jit.load", loaded(script, "loaded")
+    if not quick:
+        yield "torchscript", "script, frozen", loaded(script, "frozen")
+        yield "torchscript", "script, optimize_for_inference", loaded(script, "optimize_for_inference")
+        yield "torchscript", "trace, torch.jit.load", loaded(trace, "loaded")
+        yield "torchscript", "trace, frozen", loaded(trace, "frozen")
+    yield "torchscript", "trace, optimize_for_inference", loaded(trace, "optimize_for_inference")
+    yield "libtorch", "C++ runner, script .pt", script
+    if not quick:
+        yield "libtorch", "C++ runner, trace .pt", trace
     levels = ["ORT_ENABLE_ALL"] if quick else ["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED",
                                                 "ORT_ENABLE_ALL"]
     for level in levels:
@@ -140,7 +148,10 @@ def measure(model_name: str, files_dir: Path, repeats: int, quick: bool, peak_si
         # TorchScript's profiling executor specialises and optimises the graph during its first two calls
         warmup = 2 if runtime in ("torchscript", "libtorch") and not quick else 1
         try:
-            if runtime == "eager":
+            if runtime == "eager" and how:
+                with compare.torch_threads(how):
+                    seconds, image = forward_times("eager", model, x, repeats, warmup)
+            elif runtime == "eager":
                 seconds, image = forward_times("eager", model, x, repeats, warmup)
                 reference = image
             elif runtime == "torchscript":

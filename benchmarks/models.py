@@ -6,7 +6,7 @@
               depend on the shapes only).
 
 ``prepare`` writes, once per model, under ``out_dir/<name>/``: a strict-loadable checkpoint (+ JSON card) for
-the official model, the TorchScript and ONNX exports (from the artefact cache), the face input as .npy, and
+the official model, the TorchScript (scripted and traced) and ONNX exports (from the artefact cache), the face input as .npy, and
 the same input as a Polygraphy ``--load-inputs`` JSON; ``files.json`` lists them for the child processes.
 """
 import json
@@ -54,6 +54,7 @@ def prepare(name: str, out_dir) -> dict:
             checkpoint.with_suffix(".json").write_text(json.dumps(dict(config=config, what="fill_weights_(seed=0)")))
         paths["checkpoint"] = str(checkpoint)
     paths["torchscript"] = str(export.export_cached(model, "torchscript", config=config, method="script"))
+    paths["torchscript_trace"] = str(export.export_cached(model, "torchscript", config=config, method="trace"))
     paths["onnx"] = str(export.export_cached(model, "onnx", config=config, dynamo=False))
     x = face_input(export.model_size(model)).numpy()
     np.save(folder / "input.npy", x)

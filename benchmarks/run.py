@@ -1,12 +1,13 @@
 """``make bench``: every benchmark of gfpgan-debug in one run; writes results.json and results.md.
 
-    python benchmarks/run.py --out build/bench [--quick] [--only latency|layer_search|doctor|workbook|setup]
+    python benchmarks/run.py --out build/bench [--quick] [--only latency layer_search doctor workbook setup]
 
 Each measurement runs in its own child process under the memory guard (benchmarks/guard.py: stopped above
 16 GB and reported as "over 16 GB after N s"), one child at a time. Every figure is a median over repeated
 runs with min and max; every ratio compares figures measured in this run. ``--quick``: the demo model only,
 two repeats, fewer settings, no workbook (unless --only workbook): for developing the benchmarks.
-``--only NAME``: measure one section and keep the others from the results.json already in --out.
+``--only NAME [NAME ...]``: measure these sections and keep the others from the results.json already in --out
+(``measured_at`` records when each section was last measured).
 """
 import argparse
 import datetime
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"))
     parser.add_argument("--quick", action="store_true", help="demo model only, 2 repeats, fewer settings")
-    parser.add_argument("--only", choices=SECTIONS, help="measure only this section")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +240,7 @@ def main(argv=None) -> int:
     results = json.loads(results_path.read_text()) if args.only and results_path.is_file() else {}
     for section in SECTIONS:
         results.setdefault(section, not_measured("not run yet"))
-    wanted = [args.only] if args.only else list(SECTIONS)
+    wanted = list(args.only) if args.only else list(SECTIONS)
     models = ["demo"] if args.quick else ["demo", "official"]
     results["machine"] = machine()
     results["quick"] = args.quick
@@ -256,10 +257,12 @@ def main(argv=None) -> int:
     if "doctor" in wanted:
         results["doctor"] = bench_doctor(["official"] if not args.quick else ["demo"], files, out, args.quick)
     if "workbook" in wanted:
-        results["workbook"] = (bench_workbook(out) if not args.quick or args.only == "workbook"
+        results["workbook"] = (bench_workbook(out) if not args.quick or args.only
                                else not_measured("skipped by --quick"))
     if "setup" in wanted:
         results["setup"] = SETUP
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results.setdefault("measured_at", {}).update({section: stamp for section in wanted})
     results["machine"]["load_average_end"] = list(os.getloadavg())
 
     results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
