@@ -130,3 +130,23 @@ def test_cli_exits_2_with_a_message_naming_the_file_when_it_cannot_run(files, tm
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["doctor"])  # --artifact is required: argparse exits with 2
     assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+def test_demo_weights_the_post_export_and_a_correct_export(tmp_path):
+    """The project's demo weights (512x512, 1.9 M parameters), exported with export.save_torchscript."""
+    from gfpgan_debug import export
+    from gfpgan_debug.arch import GFPGANv1Clean
+    from gfpgan_debug.weights import DEMO_WEIGHTS, model_from_checkpoint, read_checkpoint_file
+
+    model, report = model_from_checkpoint(DEMO_WEIGHTS)
+    as_posted = GFPGANv1Clean(**report.config).eval()
+    as_posted.load_state_dict(read_checkpoint_file(DEMO_WEIGHTS), strict=False)  # whole dict: nothing loads
+    healthy = doctor.diagnose(export.save_torchscript(model, tmp_path / "demo.pt"), weights=DEMO_WEIGHTS,
+                              progress=False)
+    assert healthy.cause == "healthy"
+    bug = doctor.diagnose(export.save_torchscript(as_posted, tmp_path / "bug.pt"), weights=DEMO_WEIGHTS,
+                          progress=False)
+    assert bug.cause == "weights_never_loaded"
+    sensitivity = {c.name: c for c in bug.checks}["input sensitivity"].details
+    assert max(sensitivity["artifact"]) < 0.1 and min(sensitivity["reference"]) > 0.5

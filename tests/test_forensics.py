@@ -291,3 +291,26 @@ def test_determinism_separates_stored_noise_from_fresh_noise(trained, tmp_path):
 
     assert forensics.determinism(runner(stored), x)["image"] == 0.0
     assert forensics.determinism(runner(fresh), x)["image"] > 1e-4  # trained noise strengths are not 0
+
+
+def test_forensics_on_a_scripted_torchvision_network(tmp_path):
+    torch.manual_seed(0)
+    checkpoint = torchvision.models.resnet18(weights=None).eval()
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # "trained" stand-in: every parameter moved well away from its initialisation
+        for parameter in checkpoint.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    fresh = torchvision.models.resnet18(weights=None).eval()
+    with torch_deprecations_silenced():
+        torch.jit.script(checkpoint).save(str(tmp_path / "good.pt"))
+        torch.jit.script(fresh).save(str(tmp_path / "fresh.pt"))
+    state = checkpoint.state_dict()
+    good = forensics.match_weights(forensics.artifact_weights(tmp_path / "good.pt"), state)
+    assert forensics.match_summary(good)["identical"] == len(state)
+    bad_weights = forensics.artifact_weights(tmp_path / "fresh.pt")
+    bad = forensics.match_weights(bad_weights, state)
+    counts = forensics.match_summary(bad)
+    # batch-norm running statistics are buffers that the "training" above did not move: identical
+    assert counts["different"] == len(list(checkpoint.parameters())) and counts["absent"] == 0
+    assert forensics.untrained_evidence(bad_weights).score > 0.9
+    assert forensics.untrained_evidence(state).score < 0.1

@@ -19,6 +19,13 @@ The verdict is the first rule that fires, most fundamental cause first: weights 
 some layers not loaded (or different); fresh noise left on; colour channels swapped; outputs that differ
 for another reason (named by their first divergent layer); untrained or insensitive without a checkpoint.
 Exit codes: 0 healthy, 1 problems found, 2 could not run.
+
+Limits: a colour swap is found when it happens inside the artefact (a wrapper that preprocesses); a swap in
+the calling program, outside the artefact, cannot be seen by checking the artefact. Fresh noise only shows
+when the noise strengths are not 0 (trained weights): with untrained ones it changes nothing. ONNX layer
+outputs are mapped to module paths through the legacy exporter's node names (``export.module_outputs``).
+Building the reference needs GFPGANv1Clean (``weights.model_from_checkpoint``); the checks themselves
+(compare, forensics) work on any model.
 """
 import argparse
 import html
@@ -397,6 +404,11 @@ def decide(checks, facts, checkpoint, report, weights):
             evidence.append(f"first convolution {first_conv}: artefact vs checkpoint max |diff| {row['max_abs']:.3g}, "
                             f"cosine {row['cosine']:.3f}; "
                             + _initial_evidence(untrained, first_conv, parity))
+            if "weak evidence" in _initial_evidence(untrained, first_conv, parity):  # too small to test
+                strong = next((k for k in parity.index if checkpoint[k].numel() >= 1000
+                               and _looks_initial(untrained, k, parity)), None)
+                if strong:
+                    evidence.append(f"first large kernel {strong}: " + _initial_evidence(untrained, strong, parity))
             evidence.append(f"weight parity: {by_name['weight parity'].summary.split(';')[0]}")
             evidence.append(f"untrained score {untrained.score:.3f}: the artefact's weights fit their random "
                             "initialisation (zero biases, kernels inside ±1/sqrt(fan_in), noise strengths exactly 0)")

@@ -258,6 +258,8 @@ def initial_distributions(name: str, shape: Sequence[int], weights: Mapping[str,
     n_in = fan_in(shape)
     bound = 1 / math.sqrt(n_in)  # kaiming_uniform_(a=sqrt(5)): gain sqrt(1/3) x sqrt(3/fan_in) = 1/sqrt(fan_in)
     options = [(f"U(±1/√{n_in})", _uniform_cdf(bound), bound)]
+    he_bound = math.sqrt(6 / n_in)  # kaiming_uniform_ with its default a=0 (He uniform; torchvision's SqueezeNet)
+    options.append((f"U(±√(6/{n_in}))", _uniform_cdf(he_bound), he_bound))
     # StyleGAN-style initialisations (GFPGAN's arch.py): randn / sqrt(fan_in) for modulated kernels and
     # kaiming_normal (gain 1 or leaky 0.2) for the style linears; randn for a learned constant input.
     for label, gain in (("N(0, 1/fan_in)", 1.0), ("N(0, 2/1.04/fan_in)", LEAKY_GAIN)):
