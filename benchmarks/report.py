@@ -143,6 +143,7 @@ def markdown(results: dict) -> str:
              f"polygraphy {m['versions'].get('polygraphy')}; {m['date']}. Shared host: {m['shared_host']} "
              f"(load average {m['load_average'][0]:.1f} at the start, {m.get('load_average_end', [math.nan])[0]:.1f} "
              f"at the end)." + (" **--quick run.**" if results.get("quick") else ""), ""]
+    lines += [headline(results)]
     lines += latency_section(results["latency"], targets)
     lines += search_section(results["layer_search"], targets)
     lines += doctor_section(results["doctor"], targets)
@@ -154,4 +155,57 @@ def markdown(results: dict) -> str:
                   f"{setup['measured']}. Reported, not targeted.", ""]
     else:
         lines += [f"Not measured: {setup.get('why')}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def headline(results: dict) -> str:
+    """One row per target of issue 8: what was measured, the target, met or missed."""
+    targets = results["targets"]
+    rows = []
+    latency = results["latency"] if measured(results["latency"]) else {}
+    for model, data in latency.items():
+        if measured(data) and data.get("best"):
+            fastest = min(data["best"].values(), key=lambda r: r["median_seconds"])
+            runtime = next(k for k, v in data["best"].items() if v is fastest)
+            rows.append((f"fastest runtime, {model}", f"{runtime} ({fastest['setting']}): {fastest['median_seconds']:.2f} s, "
+                         f"{fastest['gflops_per_s']:.0f} GFLOP/s = {fastest['fraction_of_peak']:.0%} of the measured "
+                         f"{data['peak']['gflops_median']:.0f}", f">= {targets['fraction_of_peak']:.0%} of peak",
+                         fastest["fraction_of_peak"] >= targets["fraction_of_peak"]))
+    search = results["layer_search"] if measured(results["layer_search"]) else {}
+    for model, data in search.items():
+        library, polygraphy = data["routes"]["library"], data["routes"]["polygraphy"]
+        peer = (f"Polygraphy {polygraphy['stopped']}" if polygraphy["stopped"]
+                else f"Polygraphy {polygraphy['seconds']['median']:.0f} s, {polygraphy['peak_mb']['median']:,.0f} MB")
+        at_least = "at least " if data["polygraphy_is_lower_bound"] else ""
+        rows.append((f"layer search vs Polygraphy, {model}",
+                     f"library {library['seconds']['median']:.0f} s, {library['peak_mb']['median']:,.0f} MB; {peer}: "
+                     f"{at_least}{data['speedup_vs_polygraphy']:.1f}x faster, {data['memory_ratio_vs_polygraphy']:.2f} of its memory",
+                     ">= 10x faster, <= 1/3 of its memory",
+                     data["speedup_vs_polygraphy"] >= targets["speedup_vs_polygraphy"]
+                     and data["memory_ratio_vs_polygraphy"] <= targets["memory_ratio_vs_polygraphy"]))
+        if data.get("times_plain_forwards") is not None:
+            rows.append((f"layer search vs plain forwards, {model}",
+                         f"{data['times_plain_forwards']:.1f}x one eager + one ORT forward "
+                         f"({data['plain_eager_plus_ort_seconds']:.1f} s)", "<= 3x",
+                         data["times_plain_forwards"] <= targets["times_plain_forwards"]))
+        rows.append((f"layer search peak memory, {model}", f"{data['library_peak_mb']:,.0f} MB", "< 3 GB",
+                     data["library_peak_mb"] < targets["search_peak_mb"]))
+    doctor = results["doctor"] if measured(results["doctor"]) else {}
+    for model, data in doctor.items():
+        if measured(data):
+            rows.append((f"doctor, {model}", f"{data['seconds']['median']:.0f} s, {data['peak_mb']['median']:,.0f} MB",
+                         "< 60 s", data["seconds"]["median"] < targets["doctor_seconds"]))
+    workbook = results["workbook"]
+    if measured(workbook):
+        rows.append(("workbook, all notebooks", f"{workbook['total_seconds']:.0f} s ({len(workbook['notebooks'])} notebooks)",
+                     "< 300 s", workbook["total_seconds"] < targets["workbook_seconds"]))
+    else:
+        rows.append(("workbook, all notebooks", f"not measured: {workbook.get('why')}", "< 300 s", None))
+    setup = results["setup"]
+    if measured(setup) and "seconds" in setup:
+        rows.append(("`make setup`, fresh clone", f"{setup['seconds']} s, venv {setup['venv_gb']} GB (the lead's CI run)",
+                     "reported", None))
+    lines = ["| what | measured | target | |", "| --- | --- | --- | --- |"]
+    for what, value, target, ok in rows:
+        lines.append(f"| {what} | {value} | {target} | {'' if ok is None else mark(ok)} |")
     return "\n".join(lines) + "\n"
