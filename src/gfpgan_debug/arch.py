@@ -269,16 +269,23 @@ class StyleGAN2GeneratorCSFT(nn.Module):
 
         for level, to_rgb in enumerate(self.to_rgbs):
             k = 2 * level + 1  # index of this level's first style code and noise map
-            # TorchScript: a ModuleList indexed by a computed position needs an interface type, and an
-            # interface is called through .forward().
-            conv_up: StyleConvModule = self.style_convs[2 * level]
-            conv: StyleConvModule = self.style_convs[2 * level + 1]
-            out = conv_up.forward(out, latent[:, k], noises[k])
+            out = self.style_conv(2 * level, out, latent[:, k], noises[k])  # upsamples
             if 2 * level + 1 < len(conditions):  # the conditions may cover fewer levels
                 out = self.sft(out, conditions[2 * level], conditions[2 * level + 1])
-            out = conv.forward(out, latent[:, k + 1], noises[k + 1])
+            out = self.style_conv(2 * level + 1, out, latent[:, k + 1], noises[k + 1])
             skip = to_rgb(out, latent[:, k + 2], skip)
         return skip
+
+    def style_conv(self, index: int, x: Tensor, style: Tensor, noise: Optional[Tensor]) -> Tensor:
+        """``style_convs[index](x, style, noise)``."""
+        if torch.jit.is_scripting():
+            # TorchScript: a ModuleList indexed by a computed position needs an interface type, and an
+            # interface is called through .forward().
+            conv: StyleConvModule = self.style_convs[index]
+            return conv.forward(x, style, noise)
+        # Eager (and tracing, hence the ONNX export): through __call__, so forward hooks fire and the legacy
+        # ONNX exporter names the nodes after this module's path.
+        return self.style_convs[index](x, style, noise)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,4 +29,5 @@ def torch_deprecations_silenced():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
         warnings.filterwarnings("ignore", message=r".*(TorchScript|torch\.jit|jit\.|dynamo=False|legacy).*deprecated.*")
+        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export")
         yield
