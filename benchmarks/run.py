@@ -6,6 +6,7 @@ Each measurement runs in its own child process under the memory guard (benchmark
 16 GB and reported as "over 16 GB after N s"), one child at a time. Every figure is a median over repeated
 runs with min and max; every ratio compares figures measured in this run. ``--quick``: the demo model only,
 two repeats, fewer settings, no workbook (unless --only workbook): for developing the benchmarks.
+``--commit REV``: measure that commit's library (unpacked under --out) instead of the working tree.
 ``--only NAME [NAME ...]``: measure these sections and keep the others from the results.json already in --out
 (``measured_at`` records when each section was last measured).
 """
@@ -66,9 +67,28 @@ def machine() -> dict:
                 shared_host="yes: other engineers ran tests and notebooks on the same 2 cores during this run")
 
 
+CHILD_ENV = None  # set by --commit: children import gfpgan_debug from a snapshot of that commit
+
+
+def snapshot(commit: str, out: Path) -> dict:
+    """Unpack ``git archive <commit>`` under ``out`` and make children import gfpgan_debug from it, so that the
+    benchmarks measure committed code while others edit the working tree. Its build/ is this tree's build/
+    (the artefact cache is keyed by weights, structure and options, so sharing it is safe)."""
+    global CHILD_ENV
+    sha = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    tree = out / f"src-{sha[:12]}"
+    if not tree.is_dir():
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        (tree / "build").symlink_to(ROOT / "build", target_is_directory=True)
+    CHILD_ENV = dict(os.environ, PYTHONPATH=str(tree / "src"))
+    return dict(commit=sha, tree=str(tree))
+
+
 def child(args, what: str, env=None) -> dict:
     """Run one child under the guard; print one line about it; return its record."""
-    run = run_guarded(args, limit_bytes=LIMIT, env=env, cwd=ROOT, min_available_bytes=MIN_AVAILABLE)
+    run = run_guarded(args, limit_bytes=LIMIT, env=env or CHILD_ENV, cwd=ROOT, min_available_bytes=MIN_AVAILABLE)
     status = run.message or ("ok" if run.returncode == 0 else f"exit {run.returncode}")
     print(f"  {what}: {run.seconds:.1f} s, peak {run.peak_mb:.0f} MB, {status}", flush=True)
     if run.returncode != 0 and not run.stopped:
@@ -232,6 +252,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"))
     parser.add_argument("--quick", action="store_true", help="demo model only, 2 repeats, fewer settings")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
+    parser.add_argument("--commit", help="benchmark this commit's library (a snapshot), not the working tree")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +266,10 @@ def main(argv=None) -> int:
     results["machine"] = machine()
     results["quick"] = args.quick
     results["targets"] = TARGETS
-    print(f"benchmarks -> {out} ({'quick' if args.quick else 'full'}; {', '.join(wanted)})", flush=True)
+    source = snapshot(args.commit, out) if args.commit else dict(commit=None, tree=str(ROOT))
+    results["machine"]["source"] = source
+    print(f"benchmarks -> {out} ({'quick' if args.quick else 'full'}; {', '.join(wanted)}; code: "
+          f"{source['commit'] or 'working tree'})", flush=True)
 
     if any(s in wanted for s in ("latency", "layer_search", "doctor")):
         prepare(models, files)
