@@ -287,7 +287,8 @@ def main(argv=None) -> int:
         results["setup"] = SETUP
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load = dict(start=results["machine"]["load_average"][0], end=os.getloadavg()[0])
-    results.setdefault("measured_at", {}).update({section: dict(at=stamp, load_average=load) for section in wanted})
+    results.setdefault("measured_at", {}).update({section: dict(at=stamp, load_average=load, commit=source["commit"])
+                                                  for section in wanted})
     results["machine"]["load_average_end"] = list(os.getloadavg())
 
     results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
