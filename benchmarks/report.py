@@ -143,6 +143,12 @@ def markdown(results: dict) -> str:
              f"polygraphy {m['versions'].get('polygraphy')}; {m['date']}. Shared host: {m['shared_host']} "
              f"(load average {m['load_average'][0]:.1f} at the start, {m.get('load_average_end', [math.nan])[0]:.1f} "
              f"at the end)." + (" **--quick run.**" if results.get("quick") else ""), ""]
+    when = results.get("measured_at", {})
+    if when:
+        lines += ["Measured: " + "; ".join(
+            f"{section} at {w['at'][11:16]} UTC (load average {w['load_average']['start']:.1f} -> "
+            f"{w['load_average']['end']:.1f}{', commit ' + w['commit'][:7] if w.get('commit') else ''})"
+            for section, w in when.items()) + ".", ""]
     lines += [headline(results)]
     lines += latency_section(results["latency"], targets)
     lines += search_section(results["layer_search"], targets)
