@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gfpgan_debug.weights import fill_weights_
 from gfpgan_debug import export, libtorch
 from gfpgan_debug.arch import GFPGANv1Clean
 from gfpgan_debug.errors import ArtifactError, GfpganDebugError, ImageError
@@ -22,7 +23,7 @@ def runner():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    model = export.fill_random_weights_(GFPGANv1Clean(**TINY).eval(), seed=2)
+    model = fill_weights_(GFPGANv1Clean(**TINY).eval(), seed=2)
     return model, export.save_torchscript(model, tmp_path_factory.mktemp("pt") / "tiny.pt")
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from gfpgan_debug.weights import fill_weights_
 from gfpgan_debug import export, runtimes
 from gfpgan_debug.arch import OFFICIAL_CONFIG, GFPGANv1Clean
 from gfpgan_debug.cli import main as cli_main
@@ -27,7 +28,7 @@ def relative_difference(candidate, reference) -> float:
 
 @pytest.fixture(scope="module")
 def model():
-    return export.fill_random_weights_(GFPGANv1Clean(**SMALL).eval(), seed=0)
+    return fill_weights_(GFPGANv1Clean(**SMALL).eval(), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_cli_run_writes_the_restored_face(artifacts, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def official():
-    model = export.fill_random_weights_(GFPGANv1Clean(**OFFICIAL_CONFIG).eval(), seed=1)
+    model = fill_weights_(GFPGANv1Clean(**OFFICIAL_CONFIG).eval(), seed=1)
     face = load_face()
     return model, face, runtimes.run("eager", model, face)
 

@@ -88,47 +88,6 @@ def example_input(size: int, seed: int = 0, device="cpu") -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Weights that look trained, for exercising the exporters
-# ---------------------------------------------------------------------------------------------------------
-
-
-def fill_random_weights_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Overwrite every parameter and noise buffer with seeded random values that keep activations finite.
-
-    Default initialisation leaves the noise strengths and most biases at exactly 0, so a mistake in how noise
-    or biases are exported would go unseen. Here: weights ~ N(0, 1/fan_in) (fan_in = inputs per output, so
-    a layer roughly keeps its input's scale), biases ~ N(0, 0.1^2), style modulation biases ~ 1 + N(0, 0.1^2)
-    (a trained StyleGAN modulates around 1), noise strengths ~ 0.1 + |N(0, 0.05^2)| (never zero), and the
-    stored noise maps and constant input ~ N(0, 1).
-    """
-    generator = torch.Generator().manual_seed(seed)
-
-    def normal(shape, std=1.0, mean=0.0):
-        return torch.randn(shape, generator=generator) * std + mean
-
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            shape = param.shape
-            if name.endswith("modulated_conv.weight"):  # (1, out, in, k, k)
-                value = normal(shape, (1.0 / shape[2:].numel()) ** 0.5)
-            elif name.endswith("modulation.bias"):
-                value = normal(shape, 0.1, mean=1.0)
-            elif name.endswith("constant_input.weight"):
-                value = normal(shape)
-            elif param.dim() == 1 and shape[0] == 1 and "style_conv" in name:  # StyleConv noise strength
-                value = 0.1 + normal(shape, 0.05).abs()
-            elif param.dim() >= 2 and not name.endswith(".bias"):  # conv (out, in, k, k) or linear (out, in)
-                value = normal(shape, (1.0 / shape[1:].numel()) ** 0.5)
-            else:  # biases, whatever their shape
-                value = normal(shape, 0.1)
-            param.copy_(value.to(param.dtype))
-        for name, buffer in model.named_buffers():
-            if buffer.is_floating_point():
-                buffer.copy_(normal(buffer.shape).to(buffer.dtype))
-    return model
-
-
-# ---------------------------------------------------------------------------------------------------------
 # TorchScript
 # ---------------------------------------------------------------------------------------------------------
 

@@ -29,11 +29,13 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from gfpgan_debug import forensics
 from gfpgan_debug.arch import GFPGANv1Clean
 from gfpgan_debug.errors import GfpganDebugError
-from gfpgan_debug.images import DATA_DIR, FACE_PATH, MODEL_SIZE, postprocess, preprocess, read_image
+from gfpgan_debug.images import FACE_PATH, MODEL_SIZE, postprocess, preprocess, read_image
+from gfpgan_debug.weights import DEMO_WEIGHTS
 
-DEMO_WEIGHTS = DATA_DIR / "weights" / "gfpgan_demo.pth"
+
 
 # The official v1.3/v1.4 flags (input_is_latent, different_w, sft_half, trainable decoder) with small widths:
 # 1.88 M parameters instead of 86 M, so that a training step takes about a second on 2 CPU cores.
@@ -192,11 +194,10 @@ def map_correlation(rgb_map: torch.Tensor, clean_bgr: np.ndarray) -> float:
 
 def input_sensitivity(model, frame_a: np.ndarray, frame_b: np.ndarray) -> float:
     """mean |out(a) - out(b)| / mean |a - b|: about 1 for a model that follows its input, 0 for one that ignores it."""
-    with torch.no_grad():
-        a, b = preprocess(frame_a), preprocess(frame_b)
-        out_a, _ = model(a, randomize_noise=False)
-        out_b, _ = model(b, randomize_noise=False)
-    return float((out_a - out_b).abs().mean() / (a - b).abs().mean())
+    def run(x):
+        with torch.no_grad():
+            return {"image": model(x, randomize_noise=False)[0]}
+    return forensics.input_sensitivity(run, [preprocess(frame_a), preprocess(frame_b)]).median
 
 
 def evaluate(model, fresh_model=None) -> dict:
