@@ -5,8 +5,9 @@
     FLOPs      counted once with torch.utils.flop_counter on the eager forward (2 per multiply-add of every
                convolution and matrix product; element-wise work is not counted)
     GFLOP/s    FLOPs / median seconds of one forward
-    peak       GFLOP/s of a large float32 matrix product (torch.mm, n x n, 2 n^3 FLOPs) on the same threads
-    fraction   GFLOP/s / peak
+    peak       GFLOP/s of a large float32 matrix product (torch.mm, n x n, 2 n^3 FLOPs), measured on all threads
+               and on one
+    fraction   GFLOP/s / the peak on the same number of threads as the setting
 
 Settings tried: eager (all threads, and one); TorchScript, scripted and traced, as loaded, frozen (torch.jit.freeze) and
 through torch.jit.optimize_for_inference; LibTorch (the C++ runner, its own timer); ONNX Runtime at each graph
@@ -55,15 +56,11 @@ def count_flops(model, x) -> int:
 
 
 def forward_times(runtime: str, artifact, x: np.ndarray, repeats: int, warmup: int) -> list:
-    """Seconds of each of ``repeats`` forwards (after ``warmup`` unmeasured ones), as runtimes.run times them;
-    the LibTorch runner does all frames in one process and times each inside C++."""
+    """Seconds of each of ``repeats`` forwards (after ``warmup`` unmeasured ones), as runtimes.run times them."""
     from gfpgan_debug import runtimes
 
     seconds, image = [], None
     frames = np.repeat(x, warmup + repeats, axis=0)
-    if runtime == "libtorch":
-        outputs = runtimes.run(runtime, artifact, frames, timings=seconds)
-        return seconds[warmup:], outputs["image"][-1:]
     for i, frame in enumerate(frames):
         timings = []
         outputs = runtimes.run(runtime, artifact, frame[None], timings=timings)
@@ -71,6 +68,14 @@ def forward_times(runtime: str, artifact, x: np.ndarray, repeats: int, warmup: i
             seconds += timings
         image = outputs["image"]
     return seconds, image
+
+
+def libtorch_times(pt_path: str, x: np.ndarray, repeats: int, warmup: int, threads: int):
+    """The C++ runner on warmup + repeats frames in one process; its own per-frame timer."""
+    from gfpgan_debug.libtorch import run_runner
+
+    frames, seconds = run_runner(Path(pt_path), [x] * (warmup + repeats), threads=threads, size=x.shape[-1])
+    return seconds[warmup:], frames[-1]["image"]
 
 
 def ort_session(onnx_path: str, level: str, threads: int):
@@ -94,8 +99,12 @@ def ort_times(session, x: np.ndarray, repeats: int, warmup: int):
     return seconds, image
 
 
-def settings(files: dict, quick: bool, threads: int):
-    """(runtime, setting name, artifact or session factory) for every setting to try."""
+def settings(files: dict, mode: str, threads: int):
+    """(runtime, setting name, what to run, intra-op threads or None for the default) for every setting to try.
+
+    mode "all": every setting (the demo model); "main" (the official model, about 10 s per forward here):
+    those that won on the demo model or that a user would try first; "quick": one per runtime.
+    """
     from gfpgan_debug import runtimes
     from gfpgan_debug.compat import torch_deprecations_silenced
 
@@ -110,29 +119,30 @@ def settings(files: dict, quick: bool, threads: int):
             return module
         return load
 
-    yield "eager", f"as is, {threads} threads", None
-    if not quick:
-        yield "eager", "1 thread", 1  # on an oversubscribed host, fewer threads can wait less for each other
     script, trace = files["torchscript"], files["torchscript_trace"]
-    yield "torchscript", "script, torch.jit.load", loaded(script, "loaded")
-    if not quick:
-        yield "torchscript", "script, frozen", loaded(script, "frozen")
-        yield "torchscript", "script, optimize_for_inference", loaded(script, "optimize_for_inference")
-        yield "torchscript", "trace, torch.jit.load", loaded(trace, "loaded")
-        yield "torchscript", "trace, frozen", loaded(trace, "frozen")
-    yield "torchscript", "trace, optimize_for_inference", loaded(trace, "optimize_for_inference")
-    yield "libtorch", "C++ runner, script .pt", script
-    if not quick:
-        yield "libtorch", "C++ runner, trace .pt", trace
-    levels = ["ORT_ENABLE_ALL"] if quick else ["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED",
-                                                "ORT_ENABLE_ALL"]
-    for level in levels:
-        yield "onnxruntime", f"{level}, {threads} threads", (level, threads)
-    if not quick:
-        yield "onnxruntime", "ORT_ENABLE_ALL, 1 thread", ("ORT_ENABLE_ALL", 1)
+    every = [
+        ("eager", f"{threads} threads", None, threads, "all main quick"),
+        ("eager", "1 thread", None, 1, "all main"),  # on an oversubscribed host fewer threads wait less
+        ("torchscript", "script, torch.jit.load", loaded(script, "loaded"), threads, "all quick"),
+        ("torchscript", "script, frozen", loaded(script, "frozen"), threads, "all"),
+        ("torchscript", "script, optimize_for_inference", loaded(script, "optimize_for_inference"), threads, "all"),
+        ("torchscript", "trace, torch.jit.load", loaded(trace, "loaded"), threads, "all"),
+        ("torchscript", "trace, frozen", loaded(trace, "frozen"), threads, "all"),
+        ("torchscript", "trace, optimize_for_inference", loaded(trace, "optimize_for_inference"), threads, "all"),
+        ("torchscript", "trace, frozen, 1 thread", loaded(trace, "frozen"), 1, "all main"),
+        ("libtorch", "C++ runner, script .pt", script, threads, "all quick"),
+        ("libtorch", "C++ runner, trace .pt", trace, threads, "all"),
+        ("libtorch", "C++ runner, trace .pt, 1 thread", trace, 1, "all main"),
+        ("onnxruntime", f"ORT_DISABLE_ALL, {threads} threads", "ORT_DISABLE_ALL", threads, "all"),
+        ("onnxruntime", f"ORT_ENABLE_BASIC, {threads} threads", "ORT_ENABLE_BASIC", threads, "all"),
+        ("onnxruntime", f"ORT_ENABLE_EXTENDED, {threads} threads", "ORT_ENABLE_EXTENDED", threads, "all main"),
+        ("onnxruntime", f"ORT_ENABLE_ALL, {threads} threads", "ORT_ENABLE_ALL", threads, "all main quick"),
+        ("onnxruntime", "ORT_ENABLE_ALL, 1 thread", "ORT_ENABLE_ALL", 1, "all main"),
+    ]
+    return [(runtime, name, how, n) for runtime, name, how, n, modes in every if mode in modes.split()]
 
 
-def measure(model_name: str, files_dir: Path, repeats: int, quick: bool, peak_size: int) -> dict:
+def measure(model_name: str, files_dir: Path, repeats: int, mode: str, peak_size: int) -> dict:
     from benchmarks.models import build_model
     from gfpgan_debug import compare
     from tqdm.auto import tqdm
@@ -141,32 +151,35 @@ def measure(model_name: str, files_dir: Path, repeats: int, quick: bool, peak_si
     threads = torch.get_num_threads()
     model, _ = build_model(model_name)
     x = np.load(files["input"])
-    peak = matmul_peak(peak_size, repeats=max(repeats, 3), threads=threads)
+    peaks = {n: matmul_peak(peak_size, repeats=max(repeats, 3), threads=n) for n in sorted({1, threads})}
+    torch.set_num_threads(threads)
+    peak = peaks[threads]
     flops = count_flops(model, torch.from_numpy(x))
     rows, reference = [], None
-    for runtime, name, how in tqdm(list(settings(files, quick, threads)), desc=f"latency {model_name}", leave=False):
+    for runtime, name, how, n in tqdm(settings(files, mode, threads), desc=f"latency {model_name}", leave=False):
         # TorchScript's profiling executor specialises and optimises the graph during its first two calls
-        warmup = 2 if runtime in ("torchscript", "libtorch") and not quick else 1
+        warmup = 2 if runtime in ("torchscript", "libtorch") and mode != "quick" else 1
         try:
-            if runtime == "eager" and how:
-                with compare.torch_threads(how):
+            if runtime == "eager":
+                with compare.torch_threads(n):
                     seconds, image = forward_times("eager", model, x, repeats, warmup)
-            elif runtime == "eager":
-                seconds, image = forward_times("eager", model, x, repeats, warmup)
-                reference = image
+                if reference is None:
+                    reference = image  # the first setting: eager with the default threads
             elif runtime == "torchscript":
-                seconds, image = forward_times("torchscript", how(), x, repeats, warmup)
+                with compare.torch_threads(n):
+                    seconds, image = forward_times("torchscript", how(), x, repeats, warmup)
             elif runtime == "libtorch":
-                seconds, image = forward_times("libtorch", how, x, repeats, warmup)
+                seconds, image = libtorch_times(how, x, repeats, warmup, n)
             else:
-                seconds, image = ort_times(ort_session(files["onnx"], *how), x, repeats, warmup)
+                seconds, image = ort_times(ort_session(files["onnx"], how, n), x, repeats, warmup)
         except Exception as error:  # a setting that does not run is reported, not fatal
             rows.append(dict(runtime=runtime, setting=name, error=f"{type(error).__name__}: {str(error)[:200]}"))
             continue
         times = summary(seconds)
         max_abs = float(np.abs(image.astype(np.float64) - reference).max())
-        rows.append(dict(runtime=runtime, setting=name, seconds=times, gflops_per_s=flops / times["median"] / 1e9,
-                         fraction_of_peak=flops / times["median"] / 1e9 / peak["gflops_median"],
+        rows.append(dict(runtime=runtime, setting=name, threads=n, seconds=times,
+                         gflops_per_s=flops / times["median"] / 1e9,
+                         fraction_of_peak=flops / times["median"] / 1e9 / peaks[n]["gflops_median"],
                          image_max_abs_vs_eager=max_abs,
                          honest=bool(max_abs <= compare.default_tolerance(reference))))
     best = {}
@@ -177,7 +190,7 @@ def measure(model_name: str, files_dir: Path, repeats: int, quick: bool, peak_si
                       and r["setting"].startswith("ORT_ENABLE_ALL") and "1 thread" not in r["setting"]), None)
     eager = next(r for r in rows if r["runtime"] == "eager")
     return dict(model=model_name, parameters=files["parameters"], config=files["config"], flops=flops,
-                gflops=flops / 1e9, peak=peak, threads=threads, repeats=repeats, settings=rows,
+                gflops=flops / 1e9, peak=peak, peaks={str(n): p for n, p in peaks.items()}, threads=threads, repeats=repeats, settings=rows,
                 best={k: dict(setting=v["setting"], median_seconds=v["seconds"]["median"],
                               min_seconds=v["seconds"]["min"], max_seconds=v["seconds"]["max"],
                               gflops_per_s=v["gflops_per_s"], fraction_of_peak=v["fraction_of_peak"])
@@ -191,10 +204,10 @@ def main(argv=None) -> int:
     parser.add_argument("--files", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mode", choices=("all", "main", "quick"), default="all")
     parser.add_argument("--peak-size", type=int, default=4096)
     args = parser.parse_args(argv)
-    result = measure(args.model, Path(args.files), args.repeats, args.quick, args.peak_size)
+    result = measure(args.model, Path(args.files), args.repeats, args.mode, args.peak_size)
     Path(args.out).write_text(json.dumps(result, indent=2))
     for runtime, row in result["best"].items():
         print(f"{runtime:12s} {row['setting']:32s} {row['median_seconds']:.3f} s  {row['fraction_of_peak']:.1%} of peak")

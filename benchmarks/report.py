@@ -37,7 +37,9 @@ def latency_section(latency: dict, targets: dict) -> list:
         lines += [f"**{model}** ({data['parameters'] / 1e6:.1f} M parameters, {data['gflops']:.1f} GFLOP per forward "
                   f"by torch.utils.flop_counter; measured peak {peak['gflops_median']:.0f} GFLOP/s = median of a "
                   f"{peak['size']}x{peak['size']} float32 matmul on {peak['threads']} threads, best "
-                  f"{peak['gflops_best']:.0f})", "",
+                  f"{peak['gflops_best']:.0f}" + "".join(f"; on {n} thread: {p['gflops_median']:.0f}" for n, p in
+                                                          data.get("peaks", {}).items() if int(n) != peak["threads"])
+                  + "; each setting's fraction is of the peak on its own thread count)", "",
                   "| runtime | setting | seconds, median (min-max) | GFLOP/s | of peak | image vs eager | best |",
                   "| --- | --- | --- | ---: | ---: | --- | --- |"]
         for row in data["settings"]:
@@ -146,7 +148,7 @@ def markdown(results: dict) -> str:
     when = results.get("measured_at", {})
     if when:
         lines += ["Measured: " + "; ".join(
-            f"{section} at {w['at'][11:16]} UTC (load average {w['load_average']['start']:.1f} -> "
+            f"{section} finished at {w["at"][11:16]} UTC (load average {w['load_average']['start']:.1f} -> "
             f"{w['load_average']['end']:.1f}{', commit ' + w['commit'][:7] if w.get('commit') else ''})"
             for section, w in when.items()) + ".", ""]
     lines += [headline(results)]

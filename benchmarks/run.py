@@ -113,8 +113,9 @@ def bench_latency(models, files: Path, out: Path, quick: bool) -> dict:
     for model in models:
         target = out / f"latency_{model}.json"
         command = [PY, "benchmarks/latency.py", "--model", model, "--files", str(files), "--out", str(target),
-                   "--repeats", str(2 if quick else 5 if model == "demo" else 3), "--peak-size", "2048" if quick else "4096"]
-        record = child(command + (["--quick"] if quick else []), f"latency {model}")
+                   "--repeats", str(2 if quick else 3), "--peak-size", "2048" if quick else "4096"]
+        mode = "quick" if quick else "all" if model == "demo" else "main"
+        record = child(command + ["--mode", mode], f"latency {model}")
         if record["returncode"] != 0:
             results[model] = not_measured(record["message"] or record["output"][-500:])
             continue
@@ -189,7 +190,7 @@ def search_ratios(routes: dict, plain_forwards_seconds=None) -> dict:
 def bench_layer_search(models, files: Path, out: Path, quick: bool, latency: dict) -> dict:
     results = {}
     for model in models:
-        repeats = 2 if quick or model == "official" else 3
+        repeats = 2
         routes = {route: route_runs(route, model, files, out, repeats) for route in ("library", "naive", "polygraphy")}
         plain = (latency.get(model) or {}).get("plain_eager_plus_ort_seconds")
         results[model] = dict(routes=routes, **search_ratios(routes, plain), plain_eager_plus_ort_seconds=plain,
@@ -271,28 +272,35 @@ def main(argv=None) -> int:
     print(f"benchmarks -> {out} ({'quick' if args.quick else 'full'}; {', '.join(wanted)}; code: "
           f"{source['commit'] or 'working tree'})", flush=True)
 
+    load_start = results["machine"]["load_average"][0]
+
+    def save(section):  # after each section, so an interrupted run keeps what it measured
+        results["machine"]["load_average_end"] = list(os.getloadavg())
+        load = dict(start=load_start, end=os.getloadavg()[0])
+        finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        results.setdefault("measured_at", {})[section] = dict(at=finished, load_average=load, commit=source["commit"])
+        results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        (out / "results.md").write_text(markdown(results))
+
     if any(s in wanted for s in ("latency", "layer_search", "doctor")):
         prepare(models, files)
+    if "setup" in wanted:
+        results["setup"] = SETUP
+        save("setup")
     if "latency" in wanted:
         results["latency"] = bench_latency(models, files, out, args.quick)
+        save("latency")
     if "layer_search" in wanted:
         latency = results["latency"] if results["latency"].get("measured", True) else {}
         results["layer_search"] = bench_layer_search(models, files, out, args.quick, latency)
+        save("layer_search")
     if "doctor" in wanted:
         results["doctor"] = bench_doctor(["official"] if not args.quick else ["demo"], files, out, args.quick)
+        save("doctor")
     if "workbook" in wanted:
         results["workbook"] = (bench_workbook(out) if not args.quick or args.only
                                else not_measured("skipped by --quick"))
-    if "setup" in wanted:
-        results["setup"] = SETUP
-    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    load = dict(start=results["machine"]["load_average"][0], end=os.getloadavg()[0])
-    results.setdefault("measured_at", {}).update({section: dict(at=stamp, load_average=load, commit=source["commit"])
-                                                  for section in wanted})
-    results["machine"]["load_average_end"] = list(os.getloadavg())
-
-    results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out / "results.md").write_text(markdown(results))
+        save("workbook")
     print(f"wrote {results_path} and {out / 'results.md'}")
     return 0
 
