@@ -148,7 +148,7 @@ def markdown(results: dict) -> str:
     when = results.get("measured_at", {})
     if when:
         lines += ["Measured: " + "; ".join(
-            f"{section} finished at {w["at"][11:16]} UTC (load average {w['load_average']['start']:.1f} -> "
+            f"{section} finished at {w['at'][11:16]} UTC (load average {w['load_average']['start']:.1f} -> "
             f"{w['load_average']['end']:.1f}{', commit ' + w['commit'][:7] if w.get('commit') else ''})"
             for section, w in when.items()) + ".", ""]
     lines += [headline(results)]
