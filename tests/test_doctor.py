@@ -29,7 +29,9 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("doctor")
     trained = trained_tiny()
     torch.save({"params_ema": trained}, folder / "checkpoint.pth")
-    as_posted = tiny_model()
+    # built from the seed the training started from, so the entries training never changes (noise buffers,
+    # the unused style MLP) are identical to the checkpoint's: the harder case for "never loaded"
+    as_posted = tiny_model(seed=0)
     as_posted.load_state_dict({"params_ema": trained}, strict=False)  # the post's load: no key matches
     one_missing = tiny_model()
     one_missing.load_state_dict({k: v for k, v in trained.items() if not k.startswith("conv_body_up.1.conv2.")},
@@ -95,6 +97,9 @@ def test_onnx_artefacts_healthy_and_the_original_bug(files):
     bug = diagnose(files, "bug_onnx")
     assert bug.cause == "weights_never_loaded"
     assert any("conv_body_first.weight" in e and "looks like its initialisation" in e for e in bug.evidence)
+    # the ONNX graph's own intermediate outputs, mapped to module paths
+    assert {c.name: c for c in bug.checks}["first divergence"].details["name"] == "conv_body_first"
+    assert {c.name: c.status for c in healthy.checks}["first divergence"] == "ok"
 
 
 def test_without_a_checkpoint_the_untrained_score_still_finds_the_bug(files):
@@ -111,6 +116,7 @@ def test_cli_writes_json_and_html_and_exits_with_the_verdict(files, tmp_path, ca
     assert code == 1
     report = json.loads(out_json.read_text())
     assert report["cause"] == "weights_never_loaded" and report["artifact"] == str(files["bug"])
+    assert report["verdict"].startswith("weights were never loaded") and report["exit_code"] == 1
     assert "weights were never loaded" in out_html.read_text()
     assert "verdict: weights were never loaded" in capsys.readouterr().out
     assert cli.main(["doctor", "--artifact", str(files["healthy"]), "--weights", str(files["checkpoint"])]) == 0
@@ -140,6 +146,7 @@ def test_demo_weights_the_post_export_and_a_correct_export(tmp_path):
     from gfpgan_debug.weights import DEMO_WEIGHTS, model_from_checkpoint, read_checkpoint_file
 
     model, report = model_from_checkpoint(DEMO_WEIGHTS)
+    torch.manual_seed(0)
     as_posted = GFPGANv1Clean(**report.config).eval()
     as_posted.load_state_dict(read_checkpoint_file(DEMO_WEIGHTS), strict=False)  # whole dict: nothing loads
     healthy = doctor.diagnose(export.save_torchscript(model, tmp_path / "demo.pt"), weights=DEMO_WEIGHTS,
@@ -149,4 +156,6 @@ def test_demo_weights_the_post_export_and_a_correct_export(tmp_path):
                           progress=False)
     assert bug.cause == "weights_never_loaded"
     sensitivity = {c.name: c for c in bug.checks}["input sensitivity"].details
-    assert max(sensitivity["artifact"]) < 0.1 and min(sensitivity["reference"]) > 0.5
+    # fresh initialisations of this config measured 0.015 to 0.12 per frame pair (seed-dependent); the
+    # trained demo weights 0.86 to 0.99
+    assert max(sensitivity["artifact"]) < doctor.SENSITIVITY_LOW and min(sensitivity["reference"]) > 0.5

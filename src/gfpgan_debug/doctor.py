@@ -395,11 +395,15 @@ def decide(checks, facts, checkpoint, report, weights):
     parity = facts.get("parity")
     if parity is not None:
         bad = bad_entries(parity, facts["kind"])
-        counts = by_name["weight parity"].details["counts"]
-        # ONNX graphs drop weights their computation never reads: those absences are not compared
-        compared = len(parity) - (counts["absent"] if facts["kind"] == "onnxruntime" else 0)
+        # The share that decides "never loaded" counts parameters only: buffers (noise maps) are never trained,
+        # so a fresh model built from the training's seed holds the same ones. ONNX graphs drop weights their
+        # computation never reads: those absences are not counted either.
+        parameters = [k for k in parity.index if not forensics.DEFAULT_SKIP.search(k)
+                      and not (facts["kind"] == "onnxruntime" and parity.loc[k, "status"] == "absent")]
+        compared = len(parameters)
+        bad_parameters = [k for k in bad if k in set(parameters)]
         first_conv = next((k for k in parity.index if len(checkpoint[k].shape) == 4 and k.endswith("weight")), parity.index[0])
-        if len(bad) >= NEVER_LOADED_SHARE * max(compared, 1) and untrained.score >= NEVER_LOADED_SHARE:
+        if len(bad_parameters) >= NEVER_LOADED_SHARE * max(compared, 1) and untrained.score >= NEVER_LOADED_SHARE:
             row = parity.loc[first_conv]
             evidence.append(f"first convolution {first_conv}: artefact vs checkpoint max |diff| {row['max_abs']:.3g}, "
                             f"cosine {row['cosine']:.3f}; "
@@ -429,7 +433,7 @@ def decide(checks, facts, checkpoint, report, weights):
                 evidence.append(f"{key}: {row['status']} (max |diff| {row['max_abs']:.3g}, cosine {row['cosine']:.3f}); "
                                 + _initial_evidence(untrained, key, parity))
             evidence += _divergence_evidence(facts)
-            if len(bad) >= NEVER_LOADED_SHARE * max(compared, 1):
+            if len(bad_parameters) >= NEVER_LOADED_SHARE * max(compared, 1):
                 return ("weights_differ", "the artefact's weights are not this checkpoint's (another checkpoint?)", evidence)
             if initial and len(initial) == len(bad):
                 return ("layers_not_loaded", f"weights of {', '.join(layers)} were not loaded: "
