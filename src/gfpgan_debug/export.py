@@ -196,9 +196,55 @@ def load_onnx(path):
     if not path.is_file():
         raise ArtifactError(f"{path}: no such ONNX file")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # onnx raises DecodeError, ValueError, … for a damaged file
         raise ArtifactError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
+    check_names_are_text(model, path)
+    check_external_data(model, path)
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as error:  # a missing or short external data file
+        raise ArtifactError(f"{path}: its external data cannot be read ({type(error).__name__}: {error})") from None
+    return model
+
+
+def check_names_are_text(model, path: Path) -> None:
+    """ONNX is proto2, which does not check UTF-8: a damaged name comes back from protobuf as bytes, not str."""
+    graph = model.graph
+    fields = [value.name for value in list(graph.input) + list(graph.output) + list(graph.initializer)]
+    for node in graph.node:
+        fields += [node.name, node.op_type, *node.input, *node.output]
+        fields += [text for prop in node.metadata_props for text in (prop.key, prop.value)]
+    fields += [entry.value for init in graph.initializer for entry in init.external_data]
+    if not all(isinstance(field, str) for field in fields):
+        raise ArtifactError(f"{path}: a damaged ONNX file: some names in its graph are not valid UTF-8 text")
+
+
+def external_locations(graph):
+    """(tensor name, location) of every tensor stored outside the .onnx file: initializers and constant
+    attributes, in subgraphs too."""
+    import onnx
+
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            tensors += [attribute.t] + list(attribute.tensors)
+            for subgraph in [attribute.g] + list(attribute.graphs):
+                yield from external_locations(subgraph)
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor.name, {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+
+
+def check_external_data(model, path: Path) -> None:
+    """Refuse external data that lies outside the model's folder (``../../etc/passwd``, an absolute path, a
+    symlink leading out): loading it would read any file the user can read into the model's weights."""
+    folder = path.resolve().parent
+    for name, location in external_locations(model.graph):
+        target = (folder / location).resolve()  # resolve() follows symlinks: a link out is caught too
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ArtifactError(f"{path}: refused: tensor {name!r} keeps its data in {location!r}, outside the "
+                                f"model's folder {folder}; external data must be a file beside the model")
 
 
 def expose_outputs(onnx_model, tensors: Union[str, Iterable[str]] = "all"):
@@ -235,7 +281,10 @@ def node_scopes(node, flattened=frozenset()) -> Optional[List[str]]:
     stops above them."""
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
-            paths = ast.literal_eval(prop.value)[:-1]  # drop the op's own name
+            paths = _scope_list(prop.value)
+            if paths is None:  # not the list of strings the exporter writes: no trustworthy scope
+                return None
+            paths = paths[:-1]  # drop the op's own name
             break
     else:
         if not node.name.startswith("/"):
@@ -254,6 +303,18 @@ def node_scopes(node, flattened=frozenset()) -> Optional[List[str]]:
     if "model" not in paths:  # outside the wrapped model (the wrapper's own ops)
         return None
     return [path[len("model."):] for path in paths if path.startswith("model.")]
+
+
+def _scope_list(text: str) -> Optional[List[str]]:
+    """The dynamo exporter's ``name_scopes`` value, a Python list of strings, or None for anything else
+    (``literal_eval`` evaluates literals only, never code)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return None
+    return value
 
 
 def flattened_scopes(onnx_model) -> frozenset:

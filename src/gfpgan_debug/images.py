@@ -15,7 +15,7 @@ import torch
 from gfpgan_debug.errors import ImageError
 
 MODEL_SIZE = 512
-MAX_PIXELS = 64_000_000  # larger files are refused before decoding: about 192 MB as 8-bit BGR
+MAX_PIXELS = 64_000_000  # larger files are refused before decoding (header only): about 192 MB as 8-bit BGR
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 FACE_PATH = DATA_DIR / "faces" / "astronaut.png"
 
@@ -24,6 +24,9 @@ def read_image(path) -> np.ndarray:
     """Read an image file as 8-bit BGR (H, W, 3), like ``cv2.imread``, but never return None.
 
     Grayscale is expanded to three channels, an alpha channel is dropped, 16-bit is scaled to 8-bit.
+    Memory is bounded: an image of more than ``MAX_PIXELS`` pixels is refused from its header, before any
+    pixel is decoded (a 20-byte PNG or JPEG header can claim gigapixels). Any size up to that is read whole;
+    ``preprocess`` then resizes it to the model's 512 x 512.
     """
     path = Path(path)
     if not path.exists():
@@ -36,18 +39,50 @@ def read_image(path) -> np.ndarray:
     header_ok, width, height = _peek_size(data)
     if header_ok and width * height > MAX_PIXELS:
         raise ImageError(f"{path}: {width}x{height} pixels is more than the {MAX_PIXELS:,} this tool reads")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)  # a damaged file is reported once, below, not by libpng too
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:  # OpenCV's own size check (CV_IO_MAX_IMAGE_PIXELS) and some decoders raise
+        raise ImageError(f"{path}: OpenCV refused to decode it ({str(error).strip().splitlines()[-1][:160]})") from None
+    finally:
+        logging.setLogLevel(level)
     if image is None:
         raise ImageError(f"{path}: not an image OpenCV can decode (PNG, JPEG, BMP, TIFF, WebP, ...)")
     return to_bgr8(image, path)
 
 
 def _peek_size(data: np.ndarray):
-    """Width and height from a PNG header without decoding (False when the format is not PNG)."""
+    """Width and height from the file's header, without decoding pixels: PNG read here, every other format
+    Pillow knows (JPEG, BMP, TIFF, WebP, GIF, ...) by its format plugins, which parse only the header.
+    (False, 0, 0) when neither recognises it; OpenCV's own limit (2**30 pixels) then still applies."""
     if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data.size >= 24:
         width = int.from_bytes(data[16:20].tobytes(), "big")
         height = int.from_bytes(data[20:24].tobytes(), "big")
         return True, width, height
+    import io
+    import warnings
+
+    from PIL import Image
+
+    # Pillow's plugin registry (what Image.open walks), used directly: Image.open would refuse a header over
+    # its own bomb limit with its own message before we could read the size and give ours.
+    Image.init()
+    prefix, stream = data[:16].tobytes(), io.BytesIO(data.tobytes())
+    for name in Image.ID:
+        factory, accepts = Image.OPEN[name]
+        try:
+            verdict = accepts(prefix) if accepts is not None else True
+            if not verdict or isinstance(verdict, str):  # not this format (a string says why not)
+                continue
+            stream.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's notes on damaged metadata (EXIF): not our question
+                width, height = factory(stream, "").size
+        except Exception:  # a short or damaged header: let the next plugin, or OpenCV, decide
+            continue
+        return True, int(width), int(height)
     return False, 0, 0
 
 

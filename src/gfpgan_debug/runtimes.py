@@ -158,17 +158,40 @@ def run_eager(model, frames, device, intermediates):
 # ---------------------------------------------------------------------------------------------------------
 
 
+DEPLOY_SIGNATURE = "forward(Tensor input) -> (Tensor, List[Tensor])"
+
+
 def load_torchscript(artifact, device: str = "cpu"):
+    """A TorchScript file (or module) whose forward has the deploy signature, ``DEPLOY_SIGNATURE``."""
     if isinstance(artifact, torch.jit.ScriptModule):
-        return artifact.to(device)
+        return check_signature(artifact.to(device), "the module")
     path = Path(artifact)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such TorchScript file")
     try:
         with torch_deprecations_silenced():
-            return torch.jit.load(str(path), map_location=device).eval()
-    except RuntimeError as error:
-        raise ArtifactError(f"{path}: not a loadable TorchScript file ({str(error).splitlines()[0]})") from None
+            module = torch.jit.load(str(path), map_location=device).eval()
+    except Exception as error:  # RuntimeError for most damage; a torch.save checkpoint lacks constants.pkl
+        first = (str(error).splitlines() or [""])[0].split(". ")[0][:160]
+        raise ArtifactError(f"{path}: not a loadable TorchScript file ({first}); a torch.save checkpoint is "
+                            f"not TorchScript: export it with `gfpgan-debug export`") from None
+    return check_signature(module, path)
+
+
+def check_signature(module, source):
+    """Refuse, before running anything, a module whose forward takes other inputs or returns something else
+    than the deploy wrapper's (image, [rgb_8, ...]): TorchScript would otherwise fail deep inside the call."""
+    forward = getattr(module, "forward", None)
+    schema = getattr(forward, "schema", None)
+    if schema is None:
+        raise ArtifactError(f"{source}: the TorchScript module has no compiled forward method")
+    required = [a for a in schema.arguments[1:] if not a.has_default_value()]
+    returns = [str(r.type) for r in schema.returns]
+    if len(required) != 1 or str(required[0].type) != "Tensor" or returns != ["Tuple[Tensor, List[Tensor]]"]:
+        shown = ", ".join(f"{a.type} {a.name}" for a in schema.arguments[1:])
+        raise ArtifactError(f"{source}: its forward is forward({shown}) -> {', '.join(returns)}; this tool runs "
+                            f"the deploy wrapper, {DEPLOY_SIGNATURE} (export it with `gfpgan-debug export`)")
+    return module
 
 
 def no_intermediates(runtime: str, intermediates: Intermediates) -> None:
@@ -180,11 +203,17 @@ def no_intermediates(runtime: str, intermediates: Intermediates) -> None:
 def run_torchscript(artifact, frames, device, intermediates):
     no_intermediates("torchscript", intermediates)
     module = load_torchscript(artifact, device)
+    source = artifact if isinstance(artifact, (str, Path)) else "the TorchScript module"
     results, seconds = [], []
     for frame in frames:
         with torch.inference_mode():
             start = time.perf_counter()
-            named = named_outputs(module(torch.from_numpy(frame).to(device)))
+            try:
+                outputs = module(torch.from_numpy(frame).to(device))
+            except RuntimeError as error:  # e.g. an input size the module was not built for
+                first = (str(error).splitlines() or [""])[0][:200]
+                raise ArtifactError(f"{source}: forward failed on a {tuple(frame.shape)} input ({first})") from None
+            named = named_outputs(outputs)
             seconds.append(time.perf_counter() - start)
         results.append(named)
     return results, seconds
@@ -222,11 +251,41 @@ def providers_for(device: str) -> List[str]:
     raise GfpganDebugError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
 
 
+def onnx_inputs(graph):
+    """The graph's real inputs: older exporters also list every initializer as an input."""
+    initializers = {init.name for init in graph.graph.initializer}
+    return [value for value in graph.graph.input if value.name not in initializers]
+
+
+def onnx_input_shape(graph, source) -> list:
+    """The shape of the one input named ``input`` (0 or a name for a dynamic dimension)."""
+    inputs = onnx_inputs(graph)
+    if [value.name for value in inputs] != ["input"]:
+        raise ArtifactError(f"{source}: the graph's inputs are {[value.name for value in inputs]}; this tool runs "
+                            f"graphs with one input named 'input' of shape (1, 3, S, S), as `gfpgan-debug export` "
+                            f"writes them")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return [d.dim_value or d.dim_param or 0 for d in dims]
+
+
+def check_onnx_interface(graph, source, size: int) -> None:
+    """One input 'input' of shape (1, 3, size, size) and an output 'image', or a clear error before ORT runs."""
+    shape = onnx_input_shape(graph, source)
+    fixed = [d if isinstance(d, int) and d else None for d in shape]
+    if len(shape) != 4 or any(f is not None and f != w for f, w in zip(fixed, (1, 3, size, size))):
+        raise ArtifactError(f"{source}: input 'input' has shape {shape}; these frames are (1, 3, {size}, {size})")
+    if "image" not in [output.name for output in graph.graph.output]:
+        raise ArtifactError(f"{source}: the graph has no output named 'image' (its outputs: "
+                            f"{[output.name for output in graph.graph.output][:8]})")
+
+
 def run_onnxruntime(artifact, frames, device, intermediates):
     import onnx
     import onnxruntime as ort
 
     graph = artifact if isinstance(artifact, onnx.ModelProto) else export.load_onnx(artifact)
+    source = "the graph" if isinstance(artifact, onnx.ModelProto) else artifact
+    check_onnx_interface(graph, source, frames[0].shape[-1])
     outputs_of = export.module_outputs(graph)  # module path → ONNX tensor
     if intermediates is not None:
         paths = list(outputs_of) if intermediates == "all" else list(intermediates)
@@ -236,7 +295,6 @@ def run_onnxruntime(artifact, frames, device, intermediates):
     try:
         session = ort.InferenceSession(graph.SerializeToString(), providers=providers_for(device))
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-        source = "the graph" if isinstance(artifact, onnx.ModelProto) else artifact
         raise ArtifactError(f"onnxruntime cannot load {source}: {str(error).splitlines()[0]}") from None
     if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
         raise GfpganDebugError("onnxruntime fell back to the CPU: the CUDA provider did not load")
@@ -306,6 +364,12 @@ def cli_run(args) -> int:
 def artifact_size(runtime: str, artifact) -> int:
     """The input side an artefact expects: the ONNX input shape, or the .pt's (DeployModel's) log_size."""
     if runtime == "onnxruntime":
-        dims = export.load_onnx(artifact).graph.input[0].type.tensor_type.shape.dim
-        return int(dims[-1].dim_value)
-    return 2 ** int(load_torchscript(artifact).model.log_size)
+        shape = onnx_input_shape(export.load_onnx(artifact), artifact)
+        if len(shape) != 4 or not isinstance(shape[-1], int) or not shape[-1]:
+            raise ArtifactError(f"{artifact}: input 'input' has shape {shape}, not (1, 3, S, S) with a fixed S")
+        return shape[-1]
+    module = load_torchscript(artifact)
+    if not hasattr(module, "model") or not hasattr(module.model, "log_size"):
+        raise ArtifactError(f"{artifact}: not an export of this project's model (no model.log_size to say its "
+                            f"input size)")
+    return 2 ** int(module.model.log_size)

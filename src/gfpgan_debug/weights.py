@@ -302,7 +302,31 @@ def infer_config(state_dict: Dict[str, Tensor], source: str = "state dict") -> d
     if absent:
         raise CheckpointError(f"{source}: not a GFPGANv1Clean state dict: no {_short_list(absent)}"
                               + _layout_guess(state_dict))
-    shape = {k: tuple(v.shape) for k, v in state_dict.items()}
+    shape = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, Tensor)}
+    wrong_rank = [f"{k} {list(shape.get(k, ()))} (expected {rank} dimensions)" for k, rank in RANKS.items()
+                  if k in state_dict and len(shape.get(k, ())) != rank]
+    if wrong_rank or "condition_scale.0.0.weight" not in shape:
+        raise CheckpointError(f"{source}: not a GFPGANv1Clean state dict: "
+                              + ("; ".join(wrong_rank[:3]) or "no 'condition_scale.0.0.weight'"))
+    try:
+        config = _config_from_shapes(shape)
+        disagreements = shape_disagreements(config, shape)
+    except (ArithmeticError, ValueError, RuntimeError, KeyError, IndexError) as error:  # sizes no model can have
+        raise CheckpointError(f"{source}: its shapes give no buildable GFPGANv1Clean "
+                              f"({type(error).__name__}: {str(error)[:120]})") from None
+    if disagreements:
+        raise CheckpointError(f"{source}: no GFPGANv1Clean configuration explains its shapes; the closest "
+                              f"({config_summary(config)}) disagrees on {len(disagreements)} entries: "
+                              + "; ".join(disagreements[:5]))
+    return config
+
+
+RANKS = {"conv_body_first.weight": 4, "final_linear.weight": 2, "stylegan_decoder.constant_input.weight": 4,
+         "stylegan_decoder.style_conv1.modulated_conv.modulation.weight": 2, "condition_scale.0.2.weight": 4,
+         "condition_scale.0.0.weight": 4, "stylegan_decoder.to_rgbs.3.modulated_conv.weight": 5}
+
+
+def _config_from_shapes(shape: Dict[str, tuple]) -> dict:
     num_to_rgb = len([k for k in shape if k.startswith("toRGB.") and k.endswith(".weight")])
     log_size = num_to_rgb + 2
     num_style_feat = shape["stylegan_decoder.style_conv1.modulated_conv.modulation.weight"][1]
@@ -317,11 +341,6 @@ def infer_config(state_dict: Dict[str, Tensor], source: str = "state dict") -> d
                   different_w=shape["final_linear.weight"][0] != num_style_feat,
                   narrow=int(narrow) if narrow == int(narrow) else narrow,
                   sft_half=shape["condition_scale.0.2.weight"][0] == shape["condition_scale.0.0.weight"][0])
-    disagreements = shape_disagreements(config, shape)
-    if disagreements:
-        raise CheckpointError(f"{source}: no GFPGANv1Clean configuration explains its shapes; the closest "
-                              f"({config_summary(config)}) disagrees on {len(disagreements)} entries: "
-                              + "; ".join(disagreements[:5]))
     return config
 
 
