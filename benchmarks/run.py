@@ -228,7 +228,8 @@ def bench_doctor(models, files: Path, out: Path, quick: bool) -> dict:
 
 
 def bench_workbook(out: Path) -> dict:
-    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    tree = Path(CHILD_ENV["PYTHONPATH"]).parent if CHILD_ENV else ROOT  # the measured code's notebooks
+    notebooks = sorted((tree / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
         return not_measured("no numbered notebooks in notebooks/ yet")
     folder = out / "workbook"
@@ -242,7 +243,8 @@ def bench_workbook(out: Path) -> dict:
                            for r in runs["notebooks"]},
                 total_seconds=runs["total_seconds"], process_seconds=record["seconds"], peak_mb=record["peak_mb"],
                 all_ran=all(not r["error"] for r in runs["notebooks"]), runs=1,
-                note=f"one run of `python -m gfpgan_debug.workbook` ({len(notebooks)} notebooks present then)")
+                note=f"one run of `python -m gfpgan_debug.workbook` over the {len(runs['notebooks'])} notebooks "
+                     f"of the measured code")
 
 
 # ---------------------------------------------------------------------------------------------------------
