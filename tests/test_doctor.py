@@ -159,3 +159,25 @@ def test_demo_weights_the_post_export_and_a_correct_export(tmp_path):
     # fresh initialisations of this config measured 0.015 to 0.12 per frame pair (seed-dependent); the
     # trained demo weights 0.86 to 0.99
     assert max(sensitivity["artifact"]) < doctor.SENSITIVITY_LOW and min(sensitivity["reference"]) > 0.5
+
+
+def test_nan_in_the_checkpoint_is_the_verdict(files, tmp_path):
+    state = torch.load(files["checkpoint"], weights_only=True)["params_ema"]
+    state["final_conv.weight"] = state["final_conv.weight"].clone()
+    state["final_conv.weight"].view(-1)[0] = float("nan")
+    torch.save({"params_ema": state}, tmp_path / "nan.pth")
+    diagnosis = doctor.diagnose(files["healthy"], weights=tmp_path / "nan.pth", progress=False)
+    assert diagnosis.cause == "nonfinite_weights" and diagnosis.exit_code == 1
+    assert "final_conv.weight" in "\n".join(diagnosis.evidence)
+    assert {c.name: c for c in diagnosis.checks}["load report"].status == "problem"
+
+
+def test_a_torchscript_file_with_another_signature_exits_2(tmp_path, capsys):
+    class TwoInputs(torch.nn.Module):
+        def forward(self, image, mask):
+            return image * mask
+
+    with torch_deprecations_silenced():
+        torch.jit.script(TwoInputs()).save(str(tmp_path / "other.pt"))
+    assert cli.main(["doctor", "--artifact", str(tmp_path / "other.pt")]) == 2
+    assert "other.pt: its forward is forward(Tensor image, Tensor mask)" in capsys.readouterr().err

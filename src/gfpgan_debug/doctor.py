@@ -42,8 +42,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gfpgan_debug import compare, forensics
-from gfpgan_debug.compat import torch_deprecations_silenced
+from gfpgan_debug import compare, export, forensics, runtimes
 from gfpgan_debug.errors import ArtifactError, CheckpointError, GfpganDebugError
 from gfpgan_debug.images import FACE_PATH, preprocess, read_image
 
@@ -124,12 +123,12 @@ class Artifact:
             raise ArtifactError(f"{self.path}: no such file")
         self.kind = "onnxruntime" if self.path.suffix == ".onnx" else "torchscript"
         self.weights = forensics.artifact_weights(self.path)  # raises ArtifactError for an unreadable file
-        if self.kind == "torchscript":
-            with torch_deprecations_silenced():
-                self.module = torch.jit.load(str(self.path), map_location="cpu").eval()
+        if self.kind == "torchscript":  # the deploy signature is checked before anything runs
+            self.module = runtimes.load_torchscript(self.path)
         else:
             import onnxruntime as ort
 
+            export.load_onnx(self.path)  # refuses damaged files and external data outside the model's folder
             try:
                 self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
             except Exception as error:  # onnxruntime's own exception types
@@ -290,7 +289,9 @@ def load_check(weights, reference, report) -> Check:
         details["as_in_the_post"] = as_posted.to_dict()
         summary += (f". Loaded as the post did (whole dict, strict=False): {len(as_posted.matched)} of "
                     f"{as_posted.entries_total} entries")
-    return Check("load report", "ok", summary, details)
+    if report.nonfinite:
+        summary += f". NaN or Inf values in {len(report.nonfinite)} entries: {', '.join(report.nonfinite[:3])}"
+    return Check("load report", "problem" if report.nonfinite else "ok", summary, details)
 
 
 def parity_check(parity: pd.DataFrame, kind: str) -> Check:
@@ -387,6 +388,10 @@ def _onnx_intermediates(found: Artifact, x) -> Optional[Dict[str, np.ndarray]]:
 def decide(checks, facts, checkpoint, report, weights):
     """(cause, verdict, evidence): the first rule that fires, most fundamental cause first."""
     by_name = {c.name: c for c in checks}
+    if report is not None and report.nonfinite:
+        return ("nonfinite_weights", f"the checkpoint holds NaN or Inf values in {len(report.nonfinite)} entries",
+                [f"non-finite entries: {', '.join(report.nonfinite[:5])}" + (", ..." if len(report.nonfinite) > 5 else ""),
+                 "every output computed through them is NaN or Inf, whatever the runtime"])
     untrained = facts["untrained"]
     evidence = []
     sensitivity = f"input sensitivity {facts['sensitivity']:.3f}" + (
