@@ -59,6 +59,19 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
+def hwm_bytes(pid: int) -> int:
+    """Peak resident set size of one process since its exec (VmHWM in /proc/<pid>/status); 0 once it is gone.
+    It catches a peak that falls between two polls, for the process itself (not its children)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
 def tree_rss_bytes(root: int) -> int:
     return sum(rss_bytes(pid) for pid in process_tree(root))
 
@@ -84,6 +97,7 @@ def run_guarded(command: Sequence[str], limit_bytes: int = 16 * GB, poll_seconds
     log_path = f"/tmp/guarded-{os.getpid()}-{time.monotonic_ns()}.log"
     with open(log_path, "w+") as log:
         start = time.perf_counter()
+        parent_rss = rss_bytes(os.getpid())  # what a forked child's ru_maxrss starts from
         child = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                  start_new_session=True)  # its own process group, so the kill reaches its children
         peak, stopped, status, usage, short = 0, False, None, None, False
@@ -91,7 +105,7 @@ def run_guarded(command: Sequence[str], limit_bytes: int = 16 * GB, poll_seconds
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid == child.pid:
                 break
-            peak = max(peak, tree_rss_bytes(child.pid))
+            peak = max(peak, tree_rss_bytes(child.pid), hwm_bytes(child.pid))
             short = bool(min_available_bytes) and available_bytes() < min_available_bytes
             if peak > limit_bytes or short:
                 stopped = True
@@ -101,7 +115,11 @@ def run_guarded(command: Sequence[str], limit_bytes: int = 16 * GB, poll_seconds
             time.sleep(poll_seconds)
         seconds = time.perf_counter() - start
         child.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting on a reaped child
-        peak = max(peak, usage.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux
+        # ru_maxrss alone misleads: on Linux a forked child's high-water mark starts at its parent's RSS at fork
+        # time and survives the exec (a child of a 2 GB pytest reports 2 GB). Above the parent's RSS it can only
+        # be the child's own peak; below it, the polled figures (RSS of the tree, the child's VmHWM) stand.
+        if usage.ru_maxrss * 1024 > parent_rss:
+            peak = max(peak, usage.ru_maxrss * 1024)
         log.seek(0)
         output = "\n".join(log.read().splitlines()[-tail_lines:])
     os.unlink(log_path)

@@ -61,11 +61,21 @@ def test_guard_stops_a_process_when_the_machine_runs_short_of_memory_and_says_so
 
 
 def test_guard_lets_a_process_under_its_limit_finish_and_keeps_its_output():
-    run = run_guarded([sys.executable, "-c", "print('hello from the child')"], limit_bytes=1 << 30)
+    # the child lives long enough to be polled: a process shorter than one poll is not sampled
+    run = run_guarded([sys.executable, "-c", "print('hello from the child'); import time; time.sleep(0.5)"],
+                      limit_bytes=1 << 30)
     assert not run.stopped and run.message == ""
     assert run.returncode == 0
     assert "hello from the child" in run.output
     assert 1 < run.peak_mb < 1024  # a Python interpreter is a few MB to some tens of MB resident
+
+
+def test_a_small_child_of_a_large_parent_is_not_charged_the_parents_memory():
+    ballast = bytearray(1200 * 1024 * 1024)  # make this (the parent) process 1.2 GB resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    run = run_guarded([sys.executable, "-c", "import time; time.sleep(0.5)"], limit_bytes=1 << 40)
+    del ballast
+    assert 1 < run.peak_mb < 600  # the child is a bare interpreter; 1.2 GB would be the parent's fork-time size
 
 
 def test_guard_reports_the_exit_code_of_a_failing_process():
