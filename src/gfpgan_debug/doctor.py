@@ -147,18 +147,7 @@ class Artifact:
             return OrderedDict(zip(names, values))
         with torch.no_grad():
             result = self.module(x)
-        return named_outputs(result)
-
-
-def named_outputs(result) -> Dict[str, np.ndarray]:
-    """(image, [rgb_8, …]) or a single tensor as ``{"image": …, "rgb_8": …}``."""
-    if isinstance(result, torch.Tensor):
-        return OrderedDict(image=result.numpy())
-    image, rgbs = result[0], (result[1] if len(result) > 1 else [])
-    named = OrderedDict(image=image.numpy())
-    for rgb in rgbs:
-        named[f"rgb_{rgb.shape[-1]}"] = rgb.numpy()
-    return named
+        return runtimes.named_outputs(result)
 
 
 def strip_wrapper_prefix(weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -272,7 +261,7 @@ def _size_from_weights(weights) -> int:
 def eager_runner(model) -> Callable:
     def run(x):
         with torch.no_grad():
-            return named_outputs(model(x, randomize_noise=False))
+            return runtimes.named_outputs(model(x, randomize_noise=False))
     return run
 
 

@@ -415,13 +415,8 @@ def input_sensitivity(run: Run, inputs: Sequence[torch.Tensor], output: str = "i
     A face-restoration model reproduces the face, so its output moves about as much as its input (ratio near
     1). A model on untrained weights maps every frame to nearly the same picture: the ratio is near 0.
     """
-    outputs = [to_numpy(run(x)[output]).astype(np.float64) for x in inputs]
-    ratios = []
-    for (a, fa), (b, fb) in zip(zip(inputs, outputs), zip(inputs[1:], outputs[1:])):
-        moved = float(np.abs(to_numpy(a).astype(np.float64) - to_numpy(b)).mean())
-        if moved > 0:
-            ratios.append(float(np.abs(fa - fb).mean()) / moved)
-    return Sensitivity(ratios, output)
+    outputs = {output: np.concatenate([to_numpy(run(x)[output]) for x in inputs])}
+    return frame_sensitivity(inputs, outputs, output)
 
 
 def frame_sensitivity(inputs, outputs: Outputs, output: str = "image") -> Sensitivity:
