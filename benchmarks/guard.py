@@ -97,7 +97,7 @@ def run_guarded(command: Sequence[str], limit_bytes: int = 16 * GB, poll_seconds
     log_path = f"/tmp/guarded-{os.getpid()}-{time.monotonic_ns()}.log"
     with open(log_path, "w+") as log:
         start = time.perf_counter()
-        parent_rss = rss_bytes(os.getpid())  # what a forked child's ru_maxrss starts from
+        parent_peak = hwm_bytes(os.getpid())  # what a forked child's ru_maxrss starts from (fork copies the peak)
         child = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                  start_new_session=True)  # its own process group, so the kill reaches its children
         peak, stopped, status, usage, short = 0, False, None, None, False
@@ -115,10 +115,11 @@ def run_guarded(command: Sequence[str], limit_bytes: int = 16 * GB, poll_seconds
             time.sleep(poll_seconds)
         seconds = time.perf_counter() - start
         child.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting on a reaped child
-        # ru_maxrss alone misleads: on Linux a forked child's high-water mark starts at its parent's RSS at fork
-        # time and survives the exec (a child of a 2 GB pytest reports 2 GB). Above the parent's RSS it can only
-        # be the child's own peak; below it, the polled figures (RSS of the tree, the child's VmHWM) stand.
-        if usage.ru_maxrss * 1024 > parent_rss:
+        # ru_maxrss alone misleads: on Linux a forked child's high-water mark starts at its parent's peak RSS
+        # (fork copies it) and survives the exec, so a child of a pytest that once held 2 GB reports 2 GB. Above
+        # the parent's peak it can only be the child's own; below it, the polled figures (RSS of the tree, the
+        # child's VmHWM) stand. The margin covers what the parent allocated between reading its peak and forking.
+        if usage.ru_maxrss * 1024 > 1.05 * parent_peak + 64 * MB:
             peak = max(peak, usage.ru_maxrss * 1024)
         log.seek(0)
         output = "\n".join(log.read().splitlines()[-tail_lines:])
