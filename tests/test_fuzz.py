@@ -36,12 +36,12 @@ def folder():
         yield Path(name)
 
 
-def flip(data: bytes, edits) -> bytes:
-    """``data`` with (position fraction, new byte) edits applied, then optionally cut."""
+def flip(data: bytes, edits, cut=None) -> bytes:
+    """``data`` with (position fraction, new byte) edits applied, then cut to the fraction ``cut`` if given."""
     out = bytearray(data)
     for where, value in edits:
         out[int(where * (len(out) - 1))] = value
-    return bytes(out)
+    return bytes(out if cut is None else out[: int(cut * len(out))])
 
 
 edits = st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=8)
@@ -83,9 +83,7 @@ def small_checkpoint_bytes():
 @FUZZ
 @given(edits=edits, cut=st.one_of(st.none(), st.floats(0, 1)))
 def test_a_damaged_torch_zip_is_loaded_or_refused(folder, small_checkpoint_bytes, edits, cut):
-    data = flip(small_checkpoint_bytes, edits)
-    if cut is not None:
-        data = data[: int(cut * len(data))]
+    data = flip(small_checkpoint_bytes, edits, cut)
     path = folder / "damaged.pth"
     path.write_bytes(data)
     load_or_refuse(path)
@@ -222,9 +220,7 @@ def map_or_refuse(path):
 @FUZZ
 @given(edits=edits, cut=st.one_of(st.none(), st.floats(0, 1)))
 def test_damaged_onnx_bytes_are_mapped_or_refused(folder, onnx_bytes, edits, cut):
-    data = flip(onnx_bytes, edits)
-    if cut is not None:
-        data = data[: int(cut * len(data))]
+    data = flip(onnx_bytes, edits, cut)
     path = folder / "damaged.onnx"
     path.write_bytes(data)
     map_or_refuse(path)
