@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from gfpgan_debug.compat import torch_deprecations_silenced
 from gfpgan_debug.errors import ArtifactError
+from gfpgan_debug.weights import sha256_file
 
 BUILD_DIR = Path(__file__).resolve().parents[2] / "build"
 ARTIFACT_DIR = BUILD_DIR / "artifacts"
@@ -436,14 +437,6 @@ def artifact_key(model: nn.Module, options: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def sha256_of_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Let ``write`` fill a temporary file beside ``path``, then rename it into place (atomic on POSIX): a
     reader sees the old file or the whole new one, never half of it. The temporary file keeps the suffix
@@ -486,7 +479,7 @@ def is_valid(artifact: Path) -> bool:
         recorded = json.loads(manifest.read_text()).get("sha256")
     except (OSError, ValueError):
         return False
-    return recorded == sha256_of_file(artifact)
+    return recorded == sha256_file(artifact)
 
 
 EXPORTERS = {
@@ -519,7 +512,7 @@ def export_cached(model: nn.Module, kind: str, cache_dir=None, config: Optional[
         if is_valid(artifact):
             return artifact
         exporter(model, artifact, **{k: v for k, v in options.items() if k != "kind"})
-        manifest = dict(artifact=artifact.name, sha256=sha256_of_file(artifact), key=key, options=options,
+        manifest = dict(artifact=artifact.name, sha256=sha256_file(artifact), key=key, options=options,
                         weights_state_dict_sha256=state_dict_sha256(model), config=config, torch=torch.__version__,
                         outputs=output_names(model_size(model)), **(extra or {}))
         write_atomically(manifest_path(artifact),
@@ -546,7 +539,7 @@ def export_bundle(model: nn.Module, out_dir, weights_sha256: Optional[str] = Non
     record = dict(weights_sha256=weights_sha256, weights_state_dict_sha256=state_dict_sha256(model), config=config,
                   options=dict(torchscript="torch.jit.script", onnx=dict(dynamo=dynamo, opset=ONNX_OPSET),
                                randomize_noise=False),
-                  files={k: dict(name=p.name, sha256=sha256_of_file(p)) for k, p in paths.items() if k != "manifest"},
+                  files={k: dict(name=p.name, sha256=sha256_file(p)) for k, p in paths.items() if k != "manifest"},
                   outputs=output_names(model_size(model)),
                   input=dict(name="input", shape=[1, 3, model_size(model), model_size(model)]),
                   torch=torch.__version__)
@@ -565,7 +558,7 @@ def add_cli(verbs) -> None:
 
 def cli_export(args) -> int:
     from gfpgan_debug.cli import emit_json
-    from gfpgan_debug.weights import choose_weights, model_from_checkpoint, sha256_file
+    from gfpgan_debug.weights import choose_weights, model_from_checkpoint
 
     weights = Path(args.weights) if args.weights else Path(choose_weights(None).path)
     model, report = model_from_checkpoint(weights, strict=True)
