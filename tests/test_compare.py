@@ -9,6 +9,7 @@ import torchvision
 
 from gfpgan_debug import compare
 from gfpgan_debug.arch import GFPGANv1Clean
+from gfpgan_debug.compat import torch_deprecations_silenced
 from gfpgan_debug.weights import fill_weights_
 
 TINY = dict(out_size=64, num_style_feat=64, channel_multiplier=1, decoder_load_path=None, fix_decoder=False,
@@ -135,3 +136,65 @@ def test_first_divergence_names_a_gfpgan_module_path(gfpgan):
     divergence = compare.first_divergence(reference.outputs, candidate.outputs, inputs_of=reference.inputs_of)
     assert divergence.name == "conv_body_up.1.conv2"
     assert divergence.checked > 5  # the encoder and the first up block were compared and agree
+
+
+# search_first_divergence: the same answer as trace + first_divergence, without holding the outputs
+
+
+def test_streamed_search_finds_the_same_layer_as_trace_and_first_divergence_on_resnet(resnet):
+    x = image_input(64)
+    broken = copy.deepcopy(resnet)
+    with torch.no_grad():
+        broken.layer2[0].conv2.weight.mul_(1.5)
+    reference = compare.trace_execution(resnet, x)
+    candidate = compare.trace_execution(broken, x).outputs
+    held = compare.first_divergence(reference.outputs, candidate, inputs_of=reference.inputs_of)
+    table = compare.compare_outputs(reference.outputs, candidate)
+    search = compare.search_first_divergence(resnet, x, candidate=dict(candidate))
+    assert search.divergence.name == held.name == "layer2.0.conv2"
+    assert search.divergence.inputs == held.inputs
+    assert search.divergence.metrics["max_abs"] == pytest.approx(held.metrics["max_abs"], rel=1e-6)
+    # every layer's verdict is the one compare_outputs gives (the input is not a layer)
+    assert search.layers["agrees"].to_dict() == table["agrees"].drop("input").to_dict()
+
+
+def test_streamed_search_releases_each_candidate_output_once_compared(gfpgan):
+    x = image_input(64)
+    candidate = dict(compare.trace_execution(gfpgan, x, randomize_noise=False).outputs)
+    layers = len(candidate) - 1
+    search = compare.search_first_divergence(gfpgan, x, candidate=candidate, randomize_noise=False)
+    assert search.divergence is None
+    assert list(candidate) == ["input"]  # every layer's array was dropped after its comparison
+    assert len(search.layers) == layers and search.layers["agrees"].all()
+    image, _ = gfpgan(x, randomize_noise=False)
+    assert torch.equal(search.outputs[0], image)  # the reference's own outputs come back
+
+
+def test_streamed_search_lists_layers_the_candidate_lacks_and_flags_nan(gfpgan):
+    x = image_input(64)
+    candidate = dict(compare.trace_execution(gfpgan, x, randomize_noise=False).outputs)
+    del candidate["conv_body_first"]
+    candidate["conv_body_down.0.conv1"] = np.full_like(candidate["conv_body_down.0.conv1"], np.nan)
+    search = compare.search_first_divergence(gfpgan, x, candidate=candidate, randomize_noise=False)
+    assert search.missing == ["conv_body_first"]
+    assert search.divergence.name == "conv_body_down.0.conv1"
+    assert not search.divergence.inputs_checked  # its input, conv_body_first, had nothing to compare with
+
+
+def test_layer_runner_replays_a_scripted_model_layer_by_layer(gfpgan):
+    x = image_input(64)
+    broken = copy.deepcopy(gfpgan)
+    with torch.no_grad():
+        broken.conv_body_up[1].conv2.weight.add_(0.05)
+    with torch_deprecations_silenced():
+        scripted, healthy_scripted = torch.jit.script(broken), torch.jit.script(gfpgan)
+    search = compare.search_first_divergence(gfpgan, x, candidate=compare.layer_runner(scripted),
+                                             randomize_noise=False)
+    assert search.divergence.name == "conv_body_up.1.conv2"
+    assert search.divergence.inputs_checked
+    # replayed layers each get the reference's inputs, so the layers after it agree again
+    after = list(search.layers.index).index("conv_body_up.1.conv2") + 1
+    assert search.layers["agrees"].iloc[after:].all()
+    healthy = compare.search_first_divergence(gfpgan, x, candidate=compare.layer_runner(healthy_scripted),
+                                              randomize_noise=False)
+    assert healthy.divergence is None and len(healthy.layers) > 20

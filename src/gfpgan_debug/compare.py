@@ -15,8 +15,9 @@ which recorded outputs feed which module, so that "its inputs agree" can be chec
 """
 import contextlib
 import math
+import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -156,17 +157,21 @@ def torch_threads(count: Optional[int]):
         torch.set_num_threads(before)
 
 
-def measure_noise_floor(run: Callable[[Optional[int]], Outputs], thread_counts: Sequence[int] = (1,)
-                        ) -> NoiseFloor:
+def measure_noise_floor(run: Callable[[Optional[int]], Outputs], thread_counts: Sequence[int] = (1,),
+                        repeat: bool = True, first: Optional[Outputs] = None) -> NoiseFloor:
     """Call ``run(None)`` twice (default threads) and ``run(n)`` for each ``n`` in ``thread_counts``, and keep
     the largest max-abs difference from the first run per output.
+
+    ``first``: outputs of ``run(None)`` already computed (saves a forward). ``repeat=False``: skip the second
+    ``run(None)``; eager PyTorch on a CPU repeats itself bit for bit, and another thread count (a different
+    summation order) moves outputs at least as much as a repeat would, so the doctor skips it.
 
     ``run(threads)`` must produce the outputs of one runtime on one fixed input, using ``threads`` intra-op
     threads (``torch_threads`` for PyTorch; ``SessionOptions.intra_op_num_threads`` for ONNX Runtime).
     A non-deterministic runtime shows up here as a large floor: look at the floor before trusting tolerances.
     """
-    first = {k: to_numpy(v) for k, v in run(None).items()}
-    others = [("repeat", run(None))] + [(f"threads={n}", run(n)) for n in thread_counts]
+    first = {k: to_numpy(v) for k, v in (run(None) if first is None else first).items()}
+    others = ([("repeat", run(None))] if repeat else []) + [(f"threads={n}", run(n)) for n in thread_counts]
     floor = {name: 0.0 for name in first}
     for _, outputs in others:
         for name, ref in first.items():
@@ -336,3 +341,137 @@ def replay(trace: Trace, module: nn.Module, prefix: str = "") -> Dict[str, np.nd
         if isinstance(result, Tensor):
             outputs[label] = to_numpy(result).copy()
     return outputs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# First divergence, streamed: compare each layer as the reference computes it
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerSearch:
+    """What ``search_first_divergence`` found.
+
+    divergence: the first layer that differs while its inputs agree (None: every compared layer agrees).
+    layers:     one row per compared layer, in execution order: shape, max_abs, tolerance, agrees, inputs.
+    missing:    layers the reference ran that the candidate has no output for (not compared).
+    outputs:    what the model returned, so the caller need not run the reference again for final outputs.
+    """
+
+    divergence: Optional[Divergence]
+    layers: pd.DataFrame
+    missing: List[str]
+    outputs: object = field(repr=False, default=None)
+
+    def __str__(self):
+        found = str(self.divergence) if self.divergence else "no divergence: every compared layer agrees"
+        return f"{found} ({len(self.layers)} layers compared, {len(self.missing)} without a candidate output)"
+
+
+Candidate = Union[Mapping[str, np.ndarray], Callable[[str, tuple], Optional[Tensor]]]
+
+
+@torch.no_grad()
+def search_first_divergence(model: nn.Module, *inputs: Tensor, candidate: Candidate,
+                            modules: Optional[Sequence[str]] = None,
+                            tolerances: Optional[Mapping[str, float]] = None, release: bool = True,
+                            **kwargs) -> LayerSearch:
+    """``first_divergence(trace_execution(model, ...).outputs, candidate)`` without holding either set of outputs:
+    each layer's output is compared with the candidate's the moment the reference computes it, then dropped.
+
+    ``candidate`` is either a mapping ``layer name -> array`` (e.g. ONNX Runtime's intermediates from
+    ``runtimes.run``; with ``release`` each array is removed from the mapping once compared, so its memory
+    goes as the forward proceeds), or a function ``(layer name, positional args) -> output`` called just before
+    the reference layer runs with the same arguments (another implementation of the layer: this is ``replay``,
+    streamed). Names, ``inputs_of`` and execution order are those of ``trace_execution``.
+
+    Each layer is checked with one float32 max |difference| against its tolerance (``tolerances[name]``, else
+    ``RELATIVE_FLOOR x max|reference|``); the five ``metrics`` (float64) are computed for the divergent layer
+    only. On the full 512x512 model this is what makes the search cost about one forward of each runtime.
+    The model's input counts as agreeing: both sides are fed the same tensor.
+    """
+    wanted = set(default_modules(model) if modules is None else modules)
+    producer: Dict[int, Tuple[weakref.ref, str]] = {id(inputs[0]): (weakref.ref(inputs[0]), INPUT_NAME)}
+    agrees: Dict[str, bool] = {INPUT_NAME: True}
+    rows: List[dict] = []
+    missing: List[str] = []
+    found: List[Divergence] = []
+    calls: Dict[str, int] = {}
+    pending: Dict[int, Tuple[str, List[str], object]] = {}
+    last = [INPUT_NAME]
+    handles = []
+
+    def recorded(tensor) -> Optional[str]:
+        entry = producer.get(id(tensor))  # the weak reference guards against a freed tensor's id being reused
+        return entry[1] if entry is not None and entry[0]() is tensor else None
+
+    def before(name):
+        def hook(module, args):
+            calls[name] = calls.get(name, 0) + 1
+            label = name if calls[name] == 1 else f"{name}#{calls[name]}"
+            feeders = [n for n in (recorded(a) for a in args if isinstance(a, Tensor)) if n is not None]
+            theirs = candidate(label, args) if callable(candidate) else None  # before the layer can change args
+            pending[id(module)] = (label, feeders or [last[0]], theirs)
+        return hook
+
+    def after(module, args, output):
+        label, feeders, theirs = pending.pop(id(module))
+        if not isinstance(output, Tensor):
+            return
+        producer[id(output)] = (weakref.ref(output), label)
+        last[0] = label
+        if not callable(candidate):
+            theirs = candidate.pop(label, None) if release else candidate.get(label)
+        if theirs is None:
+            missing.append(label)
+            return
+        theirs = torch.as_tensor(theirs)
+        row = dict(name=label, shape=tuple(output.shape), inputs=feeders)
+        if tuple(theirs.shape) != tuple(output.shape):
+            row.update(max_abs=math.nan, tolerance=math.nan, agrees=False, note=f"shape {tuple(theirs.shape)} in candidate")
+        else:
+            ours = output.detach().float()
+            max_abs = float((ours - theirs.float()).abs().max()) if ours.numel() else 0.0
+            tolerance = (tolerances or {}).get(label)
+            if tolerance is None:
+                tolerance = RELATIVE_FLOOR * float(ours.abs().max()) if ours.numel() else 0.0
+            row.update(max_abs=max_abs, tolerance=tolerance, agrees=bool(max_abs <= tolerance), note="")
+        rows.append(row)
+        if row["note"]:  # not comparable: like first_divergence, neither an origin nor a differing input
+            return
+        if not row["agrees"] and not found and not any(agrees.get(f) is False for f in feeders):
+            found.append(Divergence(name=label, inputs=feeders, inputs_checked=all(f in agrees for f in feeders),
+                                    metrics=metrics(output, theirs), tolerance=row["tolerance"],
+                                    checked=len(agrees) - 1))  # compared before it (the input is not counted)
+        agrees[label] = row["agrees"]
+
+    try:
+        for name, module in model.named_modules():
+            if name in wanted:
+                handles.append(module.register_forward_pre_hook(before(name)))
+                handles.append(module.register_forward_hook(after))
+        outputs = model(*inputs, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    columns = ["name", "shape", "max_abs", "tolerance", "agrees", "inputs", "note"]
+    layers = pd.DataFrame(rows).reindex(columns=columns).set_index("name")
+    return LayerSearch(found[0] if found else None, layers, missing, outputs)
+
+
+def layer_runner(module: nn.Module, prefix: str = "") -> Callable[[str, tuple], Optional[Tensor]]:
+    """A ``candidate`` for ``search_first_divergence`` that runs the layer at the same path inside ``module``
+    (a loaded TorchScript archive, a differently loaded model) on the reference's arguments: ``replay``,
+    one layer at a time. Paths the module lacks, or that cannot be called on their own, give None."""
+    def run(label: str, args: tuple) -> Optional[Tensor]:
+        layer = _submodule(module, prefix + label.split("#")[0])
+        if layer is None:
+            return None
+        # copies: an in-place activation inside the candidate must not change the reference's inputs
+        args = [a.clone() if isinstance(a, Tensor) else a for a in args]
+        try:
+            result = layer(*args)
+        except (RuntimeError, TypeError):  # e.g. a scripted method that was never compiled
+            return None
+        return result if isinstance(result, Tensor) else None
+    return run

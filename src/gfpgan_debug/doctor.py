@@ -48,7 +48,7 @@ from gfpgan_debug.images import FACE_PATH, preprocess, read_image
 
 NEVER_LOADED_SHARE = 0.9  # share of checkpoint entries that differ (and of values that look initial)
 SENSITIVITY_LOW = 0.2  # untrained GFPGAN: about 0.02; a model that follows the face: about 0.9
-CAMERA_FRAMES = 4
+CAMERA_FRAMES = 3  # x and two moved views: two frame pairs
 
 
 @dataclass
@@ -213,35 +213,43 @@ def diagnose(artifact, weights=None, image=None, progress: bool = True) -> Diagn
     tolerance = {n: compare.default_tolerance(first[n]) for n in first}
     nondeterministic = {n: d for n, d in drift.items() if d > tolerance[n]}
     facts["nondeterministic"] = nondeterministic
-    checks.append(Check("determinism", "problem" if nondeterministic else "ok",
+    determinism = Check("determinism", "problem" if nondeterministic else "ok",
                         f"same input twice: max |difference| {max(drift.values()):.3g} "
-                        f"({'differs' if nondeterministic else 'identical up to round-off'})", dict(max_abs=drift)))
+                        f"({'differs' if nondeterministic else 'identical up to round-off'})", dict(max_abs=drift))
+
+    # The reference's layer-by-layer run comes first: it also gives the reference's outputs on x, which the
+    # sensitivity and output checks reuse (on the full model every forward saved is about 4 s).
+    step("first divergence")
+    if reference is not None:
+        divergence, reference_x = divergence_check(found, reference, x, facts)
+    else:
+        divergence = Check("first divergence", "skipped", "no reference without a checkpoint (--weights)")
+        reference_x = None
 
     step("input sensitivity")
-    frames = [preprocess(f, size) for f in forensics.camera_frames(picture, count=CAMERA_FRAMES, size=size)]
-    sensitivity = forensics.input_sensitivity(found, frames)
+    # x and CAMERA_FRAMES - 1 moved views of the face (the camera's first view is x up to a hand shake)
+    moved = [preprocess(f, size) for f in forensics.camera_frames(picture, count=CAMERA_FRAMES, size=size)[1:]]
+    frames = [x] + moved
+    sensitivity = frame_sensitivity(frames, [first] + [found(f) for f in moved])
     details = dict(artifact=sensitivity.ratios)
     if reference is not None:
-        reference_sensitivity = forensics.input_sensitivity(eager_runner(reference), frames)
+        run_reference = eager_runner(reference)
+        reference_sensitivity = frame_sensitivity(frames, [reference_x] + [run_reference(f) for f in moved])
         details["reference"] = reference_sensitivity.ratios
         facts["reference_sensitivity"] = reference_sensitivity.median
     facts["sensitivity"] = sensitivity.median
     summary = f"median {sensitivity.median:.3f} (mean|f(a)-f(b)| / mean|a-b| over {len(sensitivity.ratios)} camera-frame pairs)"
     if "reference_sensitivity" in facts:
         summary += f"; reference {facts['reference_sensitivity']:.3f}"
-    checks.append(Check("input sensitivity", "problem" if sensitivity.median < SENSITIVITY_LOW else "ok", summary, details))
+    input_check = Check("input sensitivity", "problem" if sensitivity.median < SENSITIVITY_LOW else "ok", summary,
+                        details)
 
     step("output parity")
     if reference is not None:
-        checks.append(output_check(found, reference, x, first, facts, tables))
+        parity_of_outputs = output_check(found, reference, x, first, reference_x, facts, tables)
     else:
-        checks.append(Check("output parity", "skipped", "no reference without a checkpoint (--weights)"))
-
-    step("first divergence")
-    if reference is not None:
-        checks.append(divergence_check(found, reference, x, facts))
-    else:
-        checks.append(Check("first divergence", "skipped", "no reference without a checkpoint (--weights)"))
+        parity_of_outputs = Check("output parity", "skipped", "no reference without a checkpoint (--weights)")
+    checks += [determinism, input_check, parity_of_outputs, divergence]
     steps.close()
 
     cause, verdict, evidence = decide(checks, facts, checkpoint, report, weights)
@@ -302,14 +310,19 @@ def bad_entries(parity: pd.DataFrame, kind: str) -> List[str]:
     return list(parity.index[bad])
 
 
-def output_check(found: Artifact, reference, x, artifact_outputs, facts, tables) -> Check:
+def frame_sensitivity(frames, outputs) -> "forensics.Sensitivity":
+    """Input sensitivity of the image output, from each frame's outputs already computed."""
+    return forensics.frame_sensitivity(frames, {"image": np.concatenate([o["image"] for o in outputs])})
+
+
+def output_check(found: Artifact, reference, x, artifact_outputs, reference_outputs, facts, tables) -> Check:
     run_reference = eager_runner(reference)
 
     def on_threads(threads):
         with compare.torch_threads(threads):
             return run_reference(x)
 
-    floor = compare.measure_noise_floor(on_threads, thread_counts=(1,))
+    floor = compare.measure_noise_floor(on_threads, thread_counts=(1,), repeat=False, first=reference_outputs)
     tolerances = floor.tolerances()
     frame = compare.compare_outputs(floor.reference, artifact_outputs, tolerances)
     tables["output parity"] = frame
@@ -332,41 +345,42 @@ def output_check(found: Artifact, reference, x, artifact_outputs, facts, tables)
     return Check("output parity", "ok" if agrees else "problem", summary, details)
 
 
-def divergence_check(found: Artifact, reference, x, facts) -> Check:
+def divergence_check(found: Artifact, reference, x, facts):
+    """(the check, the reference's named outputs on x): one reference forward, each layer compared as it runs
+    (``compare.search_first_divergence``) with the artefact's layer fed the same inputs (TorchScript) or the
+    ONNX graph's intermediate outputs (ONNX)."""
     if found.kind == "torchscript":
-        trace = compare.trace_execution(reference, x, keep_arguments=True, randomize_noise=False)
         prefix = "model." if hasattr(found.module, "model") else ""
-        candidate = compare.replay(trace, found.module, prefix)
+        candidate = compare.layer_runner(found.module, prefix)
+        modules = None
         how = "each layer of the artefact fed the reference's inputs"
     else:
         candidate = _onnx_intermediates(found, x)
-        if candidate is None:
-            return Check("first divergence", "skipped", "this ONNX graph's intermediate outputs could not be mapped "
-                         "to module paths")
-        modules = [m for m in candidate if m in dict(reference.named_modules())]
-        trace = compare.trace_execution(reference, x, modules=modules, randomize_noise=False)
+        if candidate is not None:
+            modules = [m for m in candidate if m in dict(reference.named_modules())]
         how = "the ONNX graph's intermediate outputs"
-    divergence = compare.first_divergence(trace.outputs, candidate, inputs_of=trace.inputs_of)
+    if candidate is None:
+        reference_x = eager_runner(reference)(x)
+        return Check("first divergence", "skipped", "this ONNX graph's intermediate outputs could not be mapped "
+                     "to module paths"), reference_x
+    search = compare.search_first_divergence(reference, x, candidate=candidate, modules=modules,
+                                             randomize_noise=False)
+    reference_x = runtimes.named_outputs(search.outputs)
+    divergence = search.divergence
     facts["divergence"] = divergence
-    compared = len([k for k in candidate if k in trace.outputs])
+    compared = len(search.layers)
     if divergence is None:
-        return Check("first divergence", "ok", f"none: {compared} layer outputs agree ({how})")
+        return Check("first divergence", "ok", f"none: {compared} layer outputs agree ({how})"), reference_x
     return Check("first divergence", "problem", f"{divergence} ({how})",
-                 dict(name=divergence.name, inputs=divergence.inputs, metrics=divergence.metrics))
+                 dict(name=divergence.name, inputs=divergence.inputs, metrics=divergence.metrics)), reference_x
 
 
 def _onnx_intermediates(found: Artifact, x) -> Optional[Dict[str, np.ndarray]]:
     try:
-        from gfpgan_debug import runtimes
-    except ImportError:
-        return None
-    try:
         outputs = runtimes.run("onnxruntime", found.path, x, intermediates="all")
     except GfpganDebugError:
         return None
-    outputs = dict(outputs)
-    outputs[compare.INPUT_NAME] = compare.to_numpy(x)
-    return outputs
+    return dict(outputs)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -248,15 +248,25 @@ def check_external_data(model, path: Path) -> None:
                                 f"model's folder {folder}; external data must be a file beside the model")
 
 
-def expose_outputs(onnx_model, tensors: Union[str, Iterable[str]] = "all"):
+def expose_outputs(onnx_model, tensors: Union[str, Iterable[str]] = "all", typed: bool = True,
+                   in_place: bool = False):
     """A copy of the graph whose outputs also include the given node outputs (or every node output: "all").
 
-    Shape inference runs first so each new output carries its type and shape. Exposing only the tensors you
-    need keeps ONNX Runtime from holding every activation of the full 512x512 model at once.
+    ``typed``: shape inference runs first so each new output carries its type and shape (what a viewer such as
+    netron shows). ONNX Runtime needs no types on outputs; ``typed=False`` skips the inference, which copies
+    every weight (on the full model: 2 s and 1 GB more). ``in_place`` (untyped only): add the outputs to
+    ``onnx_model`` itself instead of a copy, for a graph the caller owns. Exposing only the tensors you need
+    keeps ONNX Runtime from holding every activation of the full 512x512 model at once.
     """
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(onnx_model)
+    if typed:
+        inferred = onnx.shape_inference.infer_shapes(onnx_model)
+    elif in_place:
+        inferred = onnx_model
+    else:
+        inferred = onnx.ModelProto()
+        inferred.CopyFrom(onnx_model)
     graph = inferred.graph
     known = {info.name: info for info in list(graph.value_info) + list(graph.output)}
     produced = [name for node in graph.node for name in node.output if name]
