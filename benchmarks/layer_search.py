@@ -6,15 +6,16 @@ its own; ``run.py`` starts it under the memory guard).
 Every route answers the same question on the same input: "which layer of the ONNX graph is the first to
 differ from eager PyTorch?" by comparing intermediate outputs, and differs only in how it gets them:
 
-library      the library's search: ``runtimes.run("onnxruntime", …, intermediates=modules)`` exposes one
-             tensor per module (``export.module_outputs``), ``compare.trace_execution`` records the eager
-             reference, ``compare.first_divergence`` walks them in execution order.
+library      the library's search, ``runtimes.onnx_first_divergence``: one ONNX Runtime run with one tensor per
+             module exposed (``export.module_outputs``), then one eager forward that compares each layer as it
+             computes it (``compare.search_first_divergence``), holding neither set of outputs twice.
 naive        what one would write by hand with onnx + onnxruntime: every node output of the graph exposed
-             (``export.expose_outputs(graph, "all")``) and fetched in one ``session.run``, then the same
-             comparison on the tensors that are module outputs.
+             (untyped, as a hand-written loop over the nodes adds them) and fetched in one ``session.run``; then
+             the eager reference recorded (``compare.trace_execution``) and both walked in execution order
+             (``compare.first_divergence``) on the tensors that are module outputs.
 polygraphy   the comparison half of Polygraphy's route: read the outputs that
              ``polygraphy run model.onnx --onnxrt --onnx-outputs '*' --save-outputs F`` saved
-             (``RunResults.load``), then the same comparison. ``run.py`` times the ``polygraphy run`` process
+             (``RunResults.load``), then the same comparison as the naive route. ``run.py`` times the ``polygraphy run`` process
              and this one and adds them.
 """
 import argparse
@@ -38,6 +39,12 @@ def mapped_modules(graph, model):
     return [path for path, _ in model.named_modules() if path and path in outputs_of], outputs_of
 
 
+def onnx_nodes(path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
 def search(route: str, model_name: str, files: Path, polygraphy_outputs=None) -> dict:
     import numpy as np
     import torch
@@ -53,15 +60,21 @@ def search(route: str, model_name: str, files: Path, polygraphy_outputs=None) ->
     phases["load_model"] = time.perf_counter() - start
 
     search_start = time.perf_counter()
+    if route == "library":
+        timings = {}
+        search = runtimes.onnx_first_divergence(model, paths["onnx"], x, timings=timings)
+        phases.update(candidate=timings["onnxruntime"], reference_and_compare=timings["eager and compare"])
+        phases["search"] = time.perf_counter() - search_start
+        return dict(route=route, model=model_name, phases=phases, tensors_exposed=len(search.layers) + len(search.missing),
+                    tensors_compared=len(search.layers), onnx_nodes=onnx_nodes(paths["onnx"]),
+                    divergence=str(search.divergence) if search.divergence else None)
+
     graph = export.load_onnx(paths["onnx"])
     modules, outputs_of = mapped_modules(graph, model)
-    if route == "library":
-        candidate = runtimes.run("onnxruntime", graph, x, intermediates=modules)
-        exposed = len(modules)
-    elif route == "naive":
+    if route == "naive":
         import onnxruntime as ort
 
-        everything = export.expose_outputs(graph, "all")
+        everything = export.expose_outputs(graph, "all", typed=False, in_place=True)  # as a hand-written loop would
         session = ort.InferenceSession(everything.SerializeToString(), providers=["CPUExecutionProvider"])
         names = [output.name for output in session.get_outputs()]
         values = dict(zip(names, session.run(names, {session.get_inputs()[0].name: x.numpy()})))
@@ -81,6 +94,7 @@ def search(route: str, model_name: str, files: Path, polygraphy_outputs=None) ->
         raise ValueError(f"route must be one of {ROUTES}")
     phases["candidate"] = time.perf_counter() - search_start
 
+    # the peers hold both sets of outputs and compare them afterwards, the usual way
     mark = time.perf_counter()
     trace = compare.trace_execution(model, x, modules=modules, randomize_noise=False)
     phases["reference"] = time.perf_counter() - mark

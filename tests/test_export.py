@@ -149,6 +149,20 @@ def test_expose_outputs_adds_all_or_only_the_chosen_node_outputs(onnx_files):
         export.expose_outputs(graph, ["not_a_tensor"])
 
 
+def test_untyped_exposure_copies_unless_asked_to_change_the_graph_in_place(onnx_files):
+    graph = onnx_files[False]
+    before = [o.name for o in graph.graph.output]
+    chosen = export.module_outputs(graph)["conv_body_up.0"]
+    copied = export.expose_outputs(graph, [chosen], typed=False)
+    assert [o.name for o in copied.graph.output] == before + [chosen]
+    assert not copied.graph.output[-1].type.HasField("tensor_type")  # no shape inference ran
+    assert [o.name for o in graph.graph.output] == before  # the caller's graph is untouched
+    mine = onnx.ModelProto()
+    mine.CopyFrom(graph)
+    assert export.expose_outputs(mine, [chosen], typed=False, in_place=True) is mine
+    assert [o.name for o in mine.graph.output] == before + [chosen]
+
+
 def test_onnx_variants_with_all_or_chosen_intermediates(model, tmp_path):
     everything = onnx.load(str(export.export_cached(model, "onnx", cache_dir=tmp_path, intermediates="all")))
     produced = {name for node in everything.graph.node for name in node.output}

@@ -1,6 +1,8 @@
 """run(runtime, artifact, inputs): the same names and (within stated tolerances) the same numbers from eager
 PyTorch, TorchScript, the LibTorch C++ program and ONNX Runtime (both exporters), on the small 512 config with
 filled random weights and, marked slow, on the official configuration."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -102,6 +104,38 @@ def test_onnx_chosen_intermediates_only(artifacts, face, reference):
     out = runtimes.run("onnxruntime", artifacts["dynamo"], face, intermediates=chosen)
     assert list(out) == NAMES_512 + chosen
     assert out["conv_body_down.0.conv1"].shape == reference["conv_body_down.0.conv1"].shape
+
+
+def test_onnx_first_divergence_finds_nothing_in_a_faithful_export(model, artifacts, face):
+    timings = {}
+    search = runtimes.onnx_first_divergence(model, artifacts["legacy"], face, timings=timings)
+    assert search.divergence is None
+    assert len(search.layers) > 100 and search.layers["agrees"].all()
+    assert set(timings) == {"onnxruntime", "eager and compare"}
+
+
+def test_onnx_first_divergence_names_the_layer_an_export_changed(model, face, tmp_path):
+    # the ONNX graph of a model with one changed kernel, searched against the unchanged eager model
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.conv_body_up[2].conv1.weight.mul_(1.1)
+    graph = export.export_cached(changed, "onnx", cache_dir=tmp_path, dynamo=False)
+    search = runtimes.onnx_first_divergence(model, graph, face)
+    assert search.divergence.name == "conv_body_up.2.conv1"
+    assert search.divergence.inputs_checked
+    assert search.divergence.checked > 10  # the encoder before it was compared and agrees
+
+
+def test_onnx_intermediates_of_a_caller_s_graph_leave_the_graph_unchanged(artifacts, face):
+    graph = export.load_onnx(artifacts["legacy"])
+    before = len(graph.graph.output)
+    out = runtimes.run("onnxruntime", graph, face, intermediates="all")
+    assert len(out) > 100 and len(graph.graph.output) == before
+
+
+def test_one_frame_comes_back_without_a_copy():
+    frame = {"image": np.zeros((1, 3, 4, 4), np.float32)}
+    assert runtimes.stack([frame])["image"] is frame["image"]
 
 
 def test_a_sequence_of_frames_comes_back_stacked_in_order(model, artifacts, face):

@@ -281,6 +281,20 @@ def check_onnx_interface(graph, source, size: int) -> None:
                             f"{[output.name for output in graph.graph.output][:8]})")
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by the C++ libraries back to the system (glibc's ``malloc_trim``). Reading and
+    serialising the full model's graph leaves a few hundred MB of freed protobuf blocks inside the heap, which
+    would otherwise count towards the peak when ONNX Runtime then allocates its outputs. No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to trim
+        pass
+
+
 def run_onnxruntime(artifact, frames, device, intermediates):
     import onnx
     import onnxruntime as ort
@@ -308,6 +322,7 @@ def run_onnxruntime(artifact, frames, device, intermediates):
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ArtifactError(f"onnxruntime cannot load {source}: {str(error).splitlines()[0]}") from None
     del serialized
+    release_freed_memory()
     if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
         raise GfpganDebugError("onnxruntime fell back to the CPU: the CUDA provider did not load")
 
@@ -331,6 +346,29 @@ def run_onnxruntime(artifact, frames, device, intermediates):
                         named[path] = values[name]
         results.append(named)
     return results, seconds
+
+
+def onnx_first_divergence(model: nn.Module, artifact, x, tolerances=None, timings: Optional[dict] = None
+                          ) -> "compare.LayerSearch":
+    """The library's first-divergence search of an ONNX graph against the eager ``model``, on input ``x``.
+
+    One ONNX Runtime run with every module output the graph maps back to exposed (``intermediates="all"``),
+    then one eager forward that compares each of those layers as it computes it and drops both copies
+    (``compare.search_first_divergence``). Cost on the full 512x512 model: about one plain forward of each
+    runtime; memory: the exposed outputs once (about 0.8 GB), not twice plus every node output.
+    ``timings``: a dict that receives the seconds of each half (``onnxruntime``, ``eager and compare``).
+    """
+    from gfpgan_debug import compare
+
+    start = time.perf_counter()
+    candidate = run("onnxruntime", artifact, x, intermediates="all")
+    middle = time.perf_counter()
+    modules = [path for path, _ in model.named_modules() if path and path in candidate]
+    search = compare.search_first_divergence(model, torch.as_tensor(x), candidate=candidate, modules=modules,
+                                             tolerances=tolerances, randomize_noise=False)
+    if timings is not None:
+        timings.update({"onnxruntime": middle - start, "eager and compare": time.perf_counter() - middle})
+    return search
 
 
 RUNNERS = dict(eager=run_eager, torchscript=run_torchscript, libtorch=run_libtorch, onnxruntime=run_onnxruntime)
