@@ -55,6 +55,48 @@ def count_flops(model, x) -> int:
     return int(counter.get_total_flops())
 
 
+def conv_ceiling(model, x, threads: int = 1) -> dict:
+    """How fast this model's own convolutions can go: every conv2d call of one forward timed alone (same
+    shapes, random values, best of 3, on ``threads`` threads); ceiling = their FLOPs / the sum of those times.
+
+    A runtime that fuses nothing cannot beat it by much. A model of few channels at large spatial sizes (the
+    demo: 2 to 4 channels at 512x512) is bound by memory traffic, not arithmetic, so its ceiling sits far
+    below the matrix-product peak whatever the runtime.
+    """
+    import torch.nn.functional as F
+
+    calls, original = [], F.conv2d
+
+    def recording(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        calls.append((tuple(input.shape), tuple(weight.shape), bias is not None, stride, padding, dilation, groups))
+        return original(input, weight, bias, stride, padding, dilation, groups)
+
+    F.conv2d = recording
+    try:
+        with torch.inference_mode():
+            model(torch.as_tensor(x), randomize_noise=False)
+    finally:
+        F.conv2d = original
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    flops, seconds = 0, 0.0
+    with torch.inference_mode():
+        for shape, weight_shape, has_bias, stride, padding, dilation, groups in calls:
+            a, w = torch.randn(shape), torch.randn(weight_shape)
+            b = torch.randn(weight_shape[0]) if has_bias else None
+            out = original(a, w, b, stride, padding, dilation, groups)
+            best = []
+            for _ in range(3):
+                start = time.perf_counter()
+                original(a, w, b, stride, padding, dilation, groups)
+                best.append(time.perf_counter() - start)
+            seconds += min(best)
+            flops += 2 * out.numel() * (weight_shape[1] * weight_shape[2] * weight_shape[3])
+    torch.set_num_threads(before)
+    return dict(threads=threads, conv_calls=len(calls), conv_flops=flops, seconds=seconds,
+                gflops_per_s=flops / seconds / 1e9)
+
+
 def forward_times(runtime: str, artifact, x: np.ndarray, repeats: int, warmup: int) -> list:
     """Seconds of each of ``repeats`` forwards (after ``warmup`` unmeasured ones), as runtimes.run times them."""
     from gfpgan_debug import runtimes
@@ -155,6 +197,9 @@ def measure(model_name: str, files_dir: Path, repeats: int, mode: str, peak_size
     torch.set_num_threads(threads)
     peak = peaks[threads]
     flops = count_flops(model, torch.from_numpy(x))
+    ceiling = conv_ceiling(model, x, threads=1)
+    ceiling["fraction_of_peak"] = ceiling["gflops_per_s"] / peaks[1]["gflops_median"]
+    ceiling["share_of_flops"] = ceiling["conv_flops"] / flops
     rows, reference = [], None
     for runtime, name, how, n in tqdm(settings(files, mode, threads), desc=f"latency {model_name}", leave=False):
         # TorchScript's profiling executor specialises and optimises the graph during its first two calls
@@ -190,7 +235,7 @@ def measure(model_name: str, files_dir: Path, repeats: int, mode: str, peak_size
                       and r["setting"].startswith("ORT_ENABLE_ALL") and "1 thread" not in r["setting"]), None)
     eager = next(r for r in rows if r["runtime"] == "eager")
     return dict(model=model_name, parameters=files["parameters"], config=files["config"], flops=flops,
-                gflops=flops / 1e9, peak=peak, peaks={str(n): p for n, p in peaks.items()}, threads=threads, repeats=repeats, settings=rows,
+                gflops=flops / 1e9, peak=peak, conv_ceiling=ceiling, peaks={str(n): p for n, p in peaks.items()}, threads=threads, repeats=repeats, settings=rows,
                 best={k: dict(setting=v["setting"], median_seconds=v["seconds"]["median"],
                               min_seconds=v["seconds"]["min"], max_seconds=v["seconds"]["max"],
                               gflops_per_s=v["gflops_per_s"], fraction_of_peak=v["fraction_of_peak"])

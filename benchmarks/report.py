@@ -55,6 +55,12 @@ def latency_section(latency: dict, targets: dict) -> list:
             goal = targets["fraction_of_peak"]
             lines += ["", f"Fastest: {fastest['setting']} at {fastest['fraction_of_peak']:.1%} of peak; target "
                       f">= {goal:.0%}: {mark(fastest['fraction_of_peak'] >= goal)}."]
+        ceiling = data.get("conv_ceiling")
+        if ceiling:
+            lines += ["", f"Ceiling: the model's own {ceiling['conv_calls']} convolutions ({ceiling['share_of_flops']:.1%} "
+                      f"of its FLOPs), each timed alone on 1 thread, run at {ceiling['gflops_per_s']:.0f} GFLOP/s = "
+                      f"{ceiling['fraction_of_peak']:.0%} of the 1-thread peak; even if everything else cost nothing, "
+                      f"no runtime that runs them as they are could do better (benchmarks/latency.py conv_ceiling)."]
         lines.append("")
     return lines
 
@@ -69,7 +75,7 @@ def search_section(search: dict, targets: dict) -> list:
                   f"wall time includes Python start-up and model loading)", "",
                   "| route | wall time | peak RSS | tensors fetched / compared | outcome |",
                   "| --- | --- | --- | --- | --- |"]
-        for name, label in (("library", "library: runtimes.run(intermediates=modules) + first_divergence"),
+        for name, label in (("library", "library: runtimes.onnx_first_divergence (streamed)"),
                             ("naive", "naive: every node output in one ORT session"),
                             ("polygraphy", "Polygraphy: run --onnxrt --onnx-outputs '*' --save-outputs, then compare")):
             route = routes[name]
@@ -97,6 +103,17 @@ def search_section(search: dict, targets: dict) -> list:
                   f"- speed-up vs naive: {data['speedup_vs_naive']:.1f}x, memory ratio {data['memory_ratio_vs_naive']:.2f}",
                   f"- library peak memory {data['library_peak_mb']:,.0f} MB; target < {targets['search_peak_mb']:,} MB: "
                   f"{mark(data['library_peak_mb'] < targets['search_peak_mb'])}"]
+        floor = data.get("import_floor")
+        if floor:
+            lines.append(f"- start-up floor of any route that runs eager PyTorch (interpreter, import torch, "
+                         f"onnxruntime and the library): {floor['seconds']['median']:.1f} s, "
+                         f"{floor['peak_mb']['median']:,.0f} MB; the library's whole process is "
+                         f"{routes['library']['seconds']['median'] - floor['seconds']['median']:.1f} s and "
+                         f"{routes['library']['peak_mb']['median'] - floor['peak_mb']['median']:,.0f} MB above it")
+        if data.get("in_process_speedup_vs_polygraphy"):
+            lines.append(f"- past start-up (library: its search phase; Polygraphy: its own reported Runtime plus the "
+                         f"comparison's search phase): {data['in_process_speedup_vs_polygraphy']:.1f}x faster "
+                         f"(reported, not the target's measure)")
         if data.get("times_plain_forwards") is not None:
             ratio = data["times_plain_forwards"]
             lines.append(f"- library search (in-process, model loaded) / (one plain eager + one plain ORT forward, "

@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -64,9 +65,10 @@ def machine() -> dict:
                 memory_gb=round(memory_kb / 2**20, 1), load_average=list(os.getloadavg()),
                 python=platform.python_version(), versions=versions,
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                shared_host="yes: other engineers ran tests and notebooks on the same 2 cores during this run")
+                shared_host=HOST_NOTE or "not recorded; the load averages below are the evidence of how busy it was")
 
 
+HOST_NOTE = ""  # --host-note: what the person running the benchmarks knows about other work on the machine
 CHILD_ENV = None  # set by --commit: children import gfpgan_debug from a snapshot of that commit
 
 
@@ -144,6 +146,8 @@ def route_runs(route: str, model: str, files: Path, out: Path, repeats: int) -> 
             polygraphy = [str(BIN / "polygraphy"), "run", onnx["onnx"], "--onnxrt", "--onnx-outputs", "*",
                           "--load-inputs", onnx["polygraphy_inputs"], "--save-outputs", str(saved)]
             parts = [child(polygraphy, f"polygraphy run {model} #{i + 1}")]
+            reported = re.search(r"PASSED \| Runtime: ([0-9.]+)s", parts[0]["output"] or "")
+            parts[0]["self_reported_seconds"] = float(reported.group(1)) if reported else None
             if parts[0]["returncode"] == 0:
                 parts.append(child(search + ["--polygraphy-outputs", str(saved)], f"polygraphy compare {model} #{i + 1}"))
             saved.unlink(missing_ok=True)
@@ -154,6 +158,9 @@ def route_runs(route: str, model: str, files: Path, out: Path, repeats: int) -> 
                           for p in parts], stopped=stopped, failed=failed)
         if not stopped and not failed and result.is_file():
             run["search"] = json.loads(result.read_text())
+            # the work past interpreter start-up and imports: the search phase, plus Polygraphy's own "Runtime"
+            run["in_process_seconds"] = run["search"]["phases"]["search"] + sum(
+                p.get("self_reported_seconds") or 0.0 for p in parts)
         runs.append(run)
         if stopped:  # the guard's figure is the answer; a second try would only stop again
             break
@@ -166,7 +173,8 @@ def route_runs(route: str, model: str, files: Path, out: Path, repeats: int) -> 
         last = completed[-1]["search"]
         record.update(tensors_exposed=last["tensors_exposed"], tensors_compared=last["tensors_compared"],
                       onnx_nodes=last["onnx_nodes"], divergence=last["divergence"],
-                      in_process_search_seconds=summary([r["search"]["phases"]["search"] for r in completed]))
+                      in_process_search_seconds=summary([r["search"]["phases"]["search"] for r in completed]),
+                      in_process_seconds=summary([r["in_process_seconds"] for r in completed]))
     return record
 
 
@@ -183,18 +191,30 @@ def search_ratios(routes: dict, plain_forwards_seconds=None) -> dict:
     if plain_forwards_seconds and library.get("in_process_search_seconds"):
         ratios["times_plain_forwards"] = library["in_process_search_seconds"]["median"] / plain_forwards_seconds
         ratios["times_plain_forwards_whole_process"] = library["seconds"]["median"] / plain_forwards_seconds
+    if polygraphy.get("in_process_seconds") and library.get("in_process_seconds"):
+        ratios["in_process_speedup_vs_polygraphy"] = (polygraphy["in_process_seconds"]["median"]
+                                                      / library["in_process_seconds"]["median"])
     ratios["library_peak_mb"] = library["peak_mb"]["median"]
     return ratios
 
 
+def import_floor(repeats: int = 2) -> dict:
+    """What any route that runs eager PyTorch pays before it does anything: start the interpreter and import
+    torch, onnxruntime and the library (the torch wheel here is the CUDA build: its libraries are large)."""
+    command = [PY, "-c", "import torch, onnxruntime, gfpgan_debug.compare, gfpgan_debug.runtimes"]
+    records = [child(command, f"import floor #{i + 1}") for i in range(repeats)]
+    return dict(seconds=summary([r["seconds"] for r in records]), peak_mb=summary([r["peak_mb"] for r in records]))
+
+
 def bench_layer_search(models, files: Path, out: Path, quick: bool, latency: dict) -> dict:
     results = {}
+    floor = import_floor()
     for model in models:
         repeats = 2
         routes = {route: route_runs(route, model, files, out, repeats) for route in ("library", "naive", "polygraphy")}
         plain = (latency.get(model) or {}).get("plain_eager_plus_ort_seconds")
         results[model] = dict(routes=routes, **search_ratios(routes, plain), plain_eager_plus_ort_seconds=plain,
-                              memory_limit_gb=LIMIT / GB)
+                              memory_limit_gb=LIMIT / GB, import_floor=floor)
     return results
 
 
@@ -256,7 +276,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="demo model only, 2 repeats, fewer settings")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="measure only these sections")
     parser.add_argument("--commit", help="benchmark this commit's library (a snapshot), not the working tree")
+    parser.add_argument("--host-note", default="", help="what you know about other work on the machine during "
+                                                        "the run (written into the results)")
     args = parser.parse_args(argv)
+    global HOST_NOTE
+    HOST_NOTE = args.host_note
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     files = out / "files"
