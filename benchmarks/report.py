@@ -159,7 +159,7 @@ def markdown(results: dict) -> str:
     lines = ["# gfpgan-debug benchmarks", "",
              f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['threads']} torch threads, "
              f"{m['memory_gb']} GB; torch {m['versions'].get('torch')}, onnxruntime {m['versions'].get('onnxruntime')}, "
-             f"polygraphy {m['versions'].get('polygraphy')}; {m['date']}. Shared host: {m['shared_host']} "
+             f"polygraphy {m['versions'].get('polygraphy')}; {m['date']}. Other work on the host: {m['shared_host']} "
              f"(load average {m['load_average'][0]:.1f} at the start, {m.get('load_average_end', [math.nan])[0]:.1f} "
              f"at the end)." + (" **--quick run.**" if results.get("quick") else ""), ""]
     when = results.get("measured_at", {})

@@ -27,6 +27,14 @@ def gfpgan():
     return fill_weights_(GFPGANv1Clean(**TINY).eval(), seed=3)
 
 
+def changed(model, path: str, change):
+    """A copy of ``model`` whose layer at ``path`` has its kernel changed in place by ``change``."""
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        change(copied.get_submodule(path).weight)
+    return copied
+
+
 def image_input(size, seed=0):
     return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
@@ -108,9 +116,7 @@ def test_trace_records_execution_order_and_producers_on_resnet(resnet):
 
 def test_first_divergence_names_the_one_changed_layer_of_resnet(resnet):
     x = image_input(64)
-    broken = copy.deepcopy(resnet)
-    with torch.no_grad():
-        broken.layer2[0].conv2.weight.mul_(1.5)
+    broken = changed(resnet, "layer2.0.conv2", lambda w: w.mul_(1.5))
     reference = compare.trace_execution(resnet, x)
     candidate = compare.trace_execution(broken, x)
     divergence = compare.first_divergence(reference.outputs, candidate.outputs, inputs_of=reference.inputs_of)
@@ -128,9 +134,7 @@ def test_first_divergence_is_the_input_when_the_input_differs(resnet):
 
 def test_first_divergence_names_a_gfpgan_module_path(gfpgan):
     x = image_input(64)
-    broken = copy.deepcopy(gfpgan)
-    with torch.no_grad():
-        broken.conv_body_up[1].conv2.weight.add_(0.05)
+    broken = changed(gfpgan, "conv_body_up.1.conv2", lambda w: w.add_(0.05))
     reference = compare.trace_execution(gfpgan, x, randomize_noise=False)
     candidate = compare.trace_execution(broken, x, randomize_noise=False)
     divergence = compare.first_divergence(reference.outputs, candidate.outputs, inputs_of=reference.inputs_of)
@@ -143,9 +147,7 @@ def test_first_divergence_names_a_gfpgan_module_path(gfpgan):
 
 def test_streamed_search_finds_the_same_layer_as_trace_and_first_divergence_on_resnet(resnet):
     x = image_input(64)
-    broken = copy.deepcopy(resnet)
-    with torch.no_grad():
-        broken.layer2[0].conv2.weight.mul_(1.5)
+    broken = changed(resnet, "layer2.0.conv2", lambda w: w.mul_(1.5))
     reference = compare.trace_execution(resnet, x)
     candidate = compare.trace_execution(broken, x).outputs
     held = compare.first_divergence(reference.outputs, candidate, inputs_of=reference.inputs_of)
@@ -183,9 +185,7 @@ def test_streamed_search_lists_layers_the_candidate_lacks_and_flags_nan(gfpgan):
 
 def test_layer_runner_replays_a_scripted_model_layer_by_layer(gfpgan):
     x = image_input(64)
-    broken = copy.deepcopy(gfpgan)
-    with torch.no_grad():
-        broken.conv_body_up[1].conv2.weight.add_(0.05)
+    broken = changed(gfpgan, "conv_body_up.1.conv2", lambda w: w.add_(0.05))
     with torch_deprecations_silenced():
         scripted, healthy_scripted = torch.jit.script(broken), torch.jit.script(gfpgan)
     search = compare.search_first_divergence(gfpgan, x, candidate=compare.layer_runner(scripted),

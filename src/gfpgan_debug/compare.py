@@ -12,6 +12,11 @@ those mappings and knows nothing about the runtime or the model that made them.
 
 ``trace_execution`` records, for any ``nn.Module``, the outputs of its submodules in execution order and
 which recorded outputs feed which module, so that "its inputs agree" can be checked.
+
+``search_first_divergence`` is the same walk streamed: each layer is compared the moment the reference computes
+it and then dropped, so neither set of outputs is held twice (the doctor and ``runtimes.onnx_first_divergence``
+use it on the full model); its candidate can also be another implementation run layer by layer
+(``layer_runner``: a TorchScript archive's layers fed the reference's inputs).
 """
 import contextlib
 import math
@@ -194,13 +199,10 @@ class Trace:
     inputs_of: module path -> the recorded names whose tensors it received as positional inputs; when it
                received none of them (its input was computed by code between modules, e.g. ``feat + skip``),
                the name recorded last before it started.
-    arguments: module path -> its positional arguments, tensors as arrays (``replay`` feeds them to another
-               implementation of the same module).
     """
 
     outputs: Dict[str, np.ndarray]
     inputs_of: Dict[str, List[str]]
-    arguments: Dict[str, Tuple[np.ndarray, ...]] = field(repr=False, default_factory=dict)
 
 
 def default_modules(model: nn.Module) -> List[str]:
@@ -211,7 +213,7 @@ def default_modules(model: nn.Module) -> List[str]:
 
 @torch.no_grad()
 def trace_execution(model: nn.Module, *inputs: Tensor, modules: Optional[Sequence[str]] = None,
-                    keep_arguments: bool = False, **kwargs) -> Trace:
+                    **kwargs) -> Trace:
     """Run ``model(*inputs, **kwargs)`` once with forward hooks on ``modules`` (default: ``default_modules``).
 
     Limits: a module called more than once is recorded as ``path``, ``path#2``, ...; only tensors passed as
@@ -221,7 +223,6 @@ def trace_execution(model: nn.Module, *inputs: Tensor, modules: Optional[Sequenc
     wanted = set(default_modules(model) if modules is None else modules)
     outputs: Dict[str, np.ndarray] = {INPUT_NAME: to_numpy(inputs[0]).copy()}
     inputs_of: Dict[str, List[str]] = {}
-    arguments: Dict[str, Tuple[np.ndarray, ...]] = {}
     producer = {id(inputs[0]): INPUT_NAME}  # id(tensor) -> recorded name
     alive = list(inputs)  # keeps recorded tensors alive so that their ids are not reused during the run
     calls: Dict[str, int] = {}
@@ -234,8 +235,6 @@ def trace_execution(model: nn.Module, *inputs: Tensor, modules: Optional[Sequenc
             label = name if calls[name] == 1 else f"{name}#{calls[name]}"
             feeders = [producer[id(a)] for a in args if isinstance(a, Tensor) and id(a) in producer]
             pending[id(module)] = (label, feeders or [list(outputs)[-1]])
-            if keep_arguments:
-                arguments[label] = tuple(to_numpy(a).copy() if isinstance(a, Tensor) else a for a in args)
         return hook
 
     def after(module, args, output):
@@ -255,7 +254,7 @@ def trace_execution(model: nn.Module, *inputs: Tensor, modules: Optional[Sequenc
     finally:
         for handle in handles:
             handle.remove()
-    return Trace(outputs, inputs_of, arguments)
+    return Trace(outputs, inputs_of)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -318,31 +317,6 @@ def _submodule(module, path: str):
     return module
 
 
-@torch.no_grad()
-def replay(trace: Trace, module: nn.Module, prefix: str = "") -> Dict[str, np.ndarray]:
-    """Feed each recorded module's *reference* arguments to the module at the same path inside ``module``
-    (another implementation: a loaded TorchScript archive, a differently loaded model) and collect its outputs.
-
-    Every layer then sees exactly the reference's inputs, so "its inputs agree" holds by construction and
-    the first differing output in execution order is the first layer that computes differently. ``prefix`` is
-    prepended to each path (``"model."`` for a deploy wrapper). Paths the module lacks, or that cannot be
-    called on their own, are left out (and so not compared).
-    """
-    outputs = {INPUT_NAME: trace.outputs[INPUT_NAME]}
-    for label, args in trace.arguments.items():
-        layer = _submodule(module, prefix + label.split("#")[0])
-        if layer is None:
-            continue
-        tensors = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args]
-        try:
-            result = layer(*tensors)
-        except (RuntimeError, TypeError):  # e.g. a scripted method that was never compiled
-            continue
-        if isinstance(result, Tensor):
-            outputs[label] = to_numpy(result).copy()
-    return outputs
-
-
 # ---------------------------------------------------------------------------------------------------------
 # First divergence, streamed: compare each layer as the reference computes it
 # ---------------------------------------------------------------------------------------------------------
@@ -382,8 +356,9 @@ def search_first_divergence(model: nn.Module, *inputs: Tensor, candidate: Candid
     ``candidate`` is either a mapping ``layer name -> array`` (e.g. ONNX Runtime's intermediates from
     ``runtimes.run``; with ``release`` each array is removed from the mapping once compared, so its memory
     goes as the forward proceeds), or a function ``(layer name, positional args) -> output`` called just before
-    the reference layer runs with the same arguments (another implementation of the layer: this is ``replay``,
-    streamed). Names, ``inputs_of`` and execution order are those of ``trace_execution``.
+    the reference layer runs with the same arguments (another implementation of the layer, ``layer_runner``: every
+    layer then sees exactly the reference's inputs, so the first differing layer is the first that computes
+    differently). Names, ``inputs_of`` and execution order are those of ``trace_execution``.
 
     Each layer is checked with one float32 max |difference| against its tolerance (``tolerances[name]``, else
     ``RELATIVE_FLOOR x max|reference|``); the five ``metrics`` (float64) are computed for the divergent layer
@@ -461,8 +436,9 @@ def search_first_divergence(model: nn.Module, *inputs: Tensor, candidate: Candid
 
 def layer_runner(module: nn.Module, prefix: str = "") -> Callable[[str, tuple], Optional[Tensor]]:
     """A ``candidate`` for ``search_first_divergence`` that runs the layer at the same path inside ``module``
-    (a loaded TorchScript archive, a differently loaded model) on the reference's arguments: ``replay``,
-    one layer at a time. Paths the module lacks, or that cannot be called on their own, give None."""
+    (a loaded TorchScript archive, a differently loaded model) on the reference's arguments. ``prefix`` is
+    prepended to each path (``"model."`` for a deploy wrapper). Paths the module lacks, or that cannot be called
+    on their own, give None (and are not compared)."""
     def run(label: str, args: tuple) -> Optional[Tensor]:
         layer = _submodule(module, prefix + label.split("#")[0])
         if layer is None:

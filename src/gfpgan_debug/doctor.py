@@ -169,9 +169,13 @@ def diagnose(artifact, weights=None, image=None, progress: bool = True) -> Diagn
     found = Artifact(artifact)
     steps = tqdm(total=7, desc="doctor", disable=not progress, leave=False)
 
-    def step(label):
+    running = []
+
+    def step(label):  # the bar counts finished checks and names the one running
+        if running:
+            steps.update(1)
+        running.append(label)
         steps.set_postfix_str(label)
-        steps.update(1)
 
     own_weights = strip_wrapper_prefix(found.weights)
     checks, tables, facts = [], {}, {"kind": found.kind}
@@ -250,6 +254,7 @@ def diagnose(artifact, weights=None, image=None, progress: bool = True) -> Diagn
     else:
         parity_of_outputs = Check("output parity", "skipped", "no reference without a checkpoint (--weights)")
     checks += [determinism, input_check, parity_of_outputs, divergence]
+    steps.update(1)
     steps.close()
 
     cause, verdict, evidence = decide(checks, facts, checkpoint, report, weights)
