@@ -181,3 +181,37 @@ def test_a_torchscript_file_with_another_signature_exits_2(tmp_path, capsys):
         torch.jit.script(TwoInputs()).save(str(tmp_path / "other.pt"))
     assert cli.main(["doctor", "--artifact", str(tmp_path / "other.pt")]) == 2
     assert "other.pt: its forward is forward(Tensor image, Tensor mask)" in capsys.readouterr().err
+
+
+# gfpgan-debug layers: the first-divergence search alone
+
+
+def test_layers_names_the_first_divergent_layer_of_the_post_export_and_exits_1(files, capsys):
+    code = cli.main(["layers", "--artifact", str(files["bug"]), "--weights", str(files["checkpoint"])])
+    out = capsys.readouterr().out
+    assert code == 1
+    first_row = next(line for line in out.splitlines() if line.startswith("conv_body_first "))
+    assert first_row.rstrip().endswith("FIRST DIVERGENCE")
+    assert "first divergence at conv_body_first" in out
+
+
+def test_layers_finds_the_one_unloaded_layer_and_every_other_layer_agrees(files, capsys):
+    code = cli.main(["layers", "--artifact", str(files["missing"]), "--weights", str(files["checkpoint"]),
+                     "--json", "-"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["divergence"]["name"] == "conv_body_up.1.conv2"
+    # each TorchScript layer is fed the reference's inputs, so only the unloaded layer differs
+    assert [row["layer"] for row in report["layers"] if not row["agrees"]] == ["conv_body_up.1.conv2"]
+
+
+def test_layers_on_a_faithful_onnx_export_exits_0(files, capsys):
+    code = cli.main(["layers", "--artifact", str(files["healthy_onnx"]), "--weights", str(files["checkpoint"]),
+                     "--all"])
+    out = capsys.readouterr().out
+    assert code == 0 and "no divergence: every compared layer agrees" in out
+    assert "more layers" not in out  # --all lists every layer
+
+
+def test_layers_exits_2_naming_a_missing_artifact(files, tmp_path, capsys):
+    code = cli.main(["layers", "--artifact", str(tmp_path / "gone.onnx"), "--weights", str(files["checkpoint"])])
+    assert code == 2 and "gone.onnx: no such file" in capsys.readouterr().err

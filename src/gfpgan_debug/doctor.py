@@ -1,6 +1,7 @@
 """The doctor: run every check on an exported model and name the most likely root cause, with the evidence.
 
     gfpgan-debug doctor --artifact A [--weights W] [--image IMG] [--json OUT] [--html OUT]
+    gfpgan-debug layers --artifact A --weights W [--all] [--json [OUT]]    (the first-divergence search alone)
 
 The battery, in the order a person debugging the post's bug would want it:
 
@@ -350,32 +351,34 @@ def output_check(found: Artifact, reference, x, artifact_outputs, reference_outp
     return Check("output parity", "ok" if agrees else "problem", summary, details)
 
 
-def divergence_check(found: Artifact, reference, x, facts):
-    """(the check, the reference's named outputs on x): one reference forward, each layer compared as it runs
-    (``compare.search_first_divergence``) with the artefact's layer fed the same inputs (TorchScript) or the
-    ONNX graph's intermediate outputs (ONNX)."""
+def layer_search(found: Artifact, reference, x):
+    """(the LayerSearch, how the candidate's layers were obtained), or (None, why not): one reference forward,
+    each layer compared as it runs (``compare.search_first_divergence``) with the artefact's layer fed the same
+    inputs (TorchScript) or the ONNX graph's intermediate outputs (ONNX)."""
     if found.kind == "torchscript":
         prefix = "model." if hasattr(found.module, "model") else ""
-        candidate = compare.layer_runner(found.module, prefix)
-        modules = None
+        candidate, modules = compare.layer_runner(found.module, prefix), None
         how = "each layer of the artefact fed the reference's inputs"
     else:
         candidate = _onnx_intermediates(found, x)
-        if candidate is not None:
-            modules = [m for m in candidate if m in dict(reference.named_modules())]
+        if candidate is None:
+            return None, "this ONNX graph's intermediate outputs could not be mapped to module paths"
+        modules = [m for m in candidate if m in dict(reference.named_modules())]
         how = "the ONNX graph's intermediate outputs"
-    if candidate is None:
-        reference_x = eager_runner(reference)(x)
-        return Check("first divergence", "skipped", "this ONNX graph's intermediate outputs could not be mapped "
-                     "to module paths"), reference_x
-    search = compare.search_first_divergence(reference, x, candidate=candidate, modules=modules,
-                                             randomize_noise=False)
+    return compare.search_first_divergence(reference, x, candidate=candidate, modules=modules,
+                                           randomize_noise=False), how
+
+
+def divergence_check(found: Artifact, reference, x, facts):
+    """(the check, the reference's named outputs on x, from the same forward as the search)."""
+    search, how = layer_search(found, reference, x)
+    if search is None:
+        return Check("first divergence", "skipped", how), eager_runner(reference)(x)
     reference_x = runtimes.named_outputs(search.outputs)
     divergence = search.divergence
     facts["divergence"] = divergence
-    compared = len(search.layers)
     if divergence is None:
-        return Check("first divergence", "ok", f"none: {compared} layer outputs agree ({how})"), reference_x
+        return Check("first divergence", "ok", f"none: {len(search.layers)} layer outputs agree ({how})"), reference_x
     return Check("first divergence", "problem", f"{divergence} ({how})",
                  dict(name=divergence.name, inputs=divergence.inputs, metrics=divergence.metrics)), reference_x
 
@@ -545,6 +548,7 @@ def add_cli(verbs) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the diagnosis as JSON ('-' for stdout)")
     parser.add_argument("--html", metavar="OUT", help="write the diagnosis as an HTML page")
     parser.set_defaults(func=cli_doctor)
+    add_layers_cli(verbs)
 
 
 def cli_doctor(args) -> int:
@@ -559,3 +563,82 @@ def cli_doctor(args) -> int:
     if args.json != "-":
         print(diagnosis)
     return diagnosis.exit_code
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gfpgan-debug layers --artifact A --weights W: the first-divergence search alone
+# ---------------------------------------------------------------------------------------------------------
+
+
+def add_layers_cli(verbs) -> None:
+    parser = verbs.add_parser("layers", help="find the first layer of an exported model that computes differently "
+                                             "from the checkpoint loaded in eager PyTorch",
+                              description="Compare every layer of an artefact (TorchScript: each layer fed the "
+                                          "reference's inputs; ONNX: the graph's intermediate outputs) with the "
+                                          "checkpoint loaded strictly into GFPGANv1Clean, in execution order. "
+                                          "Exit 0: every layer agrees; 1: a first divergence was found.")
+    parser.add_argument("--artifact", required=True, help="a TorchScript .pt or an ONNX .onnx file")
+    parser.add_argument("--weights", required=True, help="the checkpoint the artefact should hold")
+    parser.add_argument("--image", help="a face image (default: the project's face)")
+    parser.add_argument("--all", action="store_true", help="list every layer, not only those up to the divergence")
+    parser.add_argument("--json", nargs="?", const="-", metavar="OUT", help="write JSON (to stdout if no file)")
+    parser.set_defaults(func=cli_layers)
+
+
+def cli_layers(args) -> int:
+    from gfpgan_debug.cli import emit_json, print_table
+    from gfpgan_debug.weights import model_from_checkpoint
+
+    found = Artifact(args.artifact)
+    reference, report = model_from_checkpoint(args.weights, strict=True)
+    size = found.input_size() or report.config["out_size"]
+    x = preprocess(read_image(args.image or FACE_PATH), size)
+    search, how = layer_search(found, reference, x)
+    if search is None:
+        raise ArtifactError(f"{args.artifact}: {how}")
+    rows = layer_rows(search)
+    divergence = search.divergence
+    if args.json:
+        emit_json(dict(artifact=args.artifact, weights=args.weights, how=how, missing=search.missing,
+                       divergence=None if divergence is None else dict(
+                           name=divergence.name, inputs=divergence.inputs, metrics=divergence.metrics,
+                           tolerance=divergence.tolerance),
+                       layers=rows), args.json)
+        if args.json == "-":
+            return 0 if divergence is None else 1
+    shown = rows if args.all else shown_rows(rows, divergence)
+    print(f"{args.artifact} vs {args.weights} ({how}):")
+    print_table([[r["layer"], "x".join(map(str, r["shape"])), _short(r["max_abs"]), _short(r["tolerance"]), r["status"]]
+                 for r in shown], ["layer", "shape", "max abs", "tolerance", ""])
+    if len(shown) < len(rows):
+        print(f"... {len(rows) - len(shown)} more layers (--all lists them)")
+    print(f"\n{search}")
+    return 0 if divergence is None else 1
+
+
+def layer_rows(search) -> List[dict]:
+    """One dict per compared layer, with a status: ok, FIRST DIVERGENCE, differs (an input already differed), ..."""
+    first = search.divergence.name if search.divergence else None
+    rows = []
+    for name, row in search.layers.iterrows():
+        if row["note"]:
+            status = row["note"]
+        elif row["agrees"]:
+            status = "ok"
+        else:
+            status = "FIRST DIVERGENCE" if name == first else "differs"
+        rows.append(dict(layer=name, shape=list(row["shape"]), max_abs=row["max_abs"], tolerance=row["tolerance"],
+                         agrees=bool(row["agrees"]), inputs=list(row["inputs"]), status=status))
+    return rows
+
+
+def shown_rows(rows: List[dict], divergence, after: int = 5, healthy: int = 10) -> List[dict]:
+    """Every layer up to the divergence and a few after it; without one, the first few."""
+    if divergence is None:
+        return rows[:healthy]
+    index = next(i for i, r in enumerate(rows) if r["layer"] == divergence.name)
+    return rows[:index + 1 + after]
+
+
+def _short(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
