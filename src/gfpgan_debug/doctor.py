@@ -355,18 +355,15 @@ def layer_search(found: Artifact, reference, x):
     """(the LayerSearch, how the candidate's layers were obtained), or (None, why not): one reference forward,
     each layer compared as it runs (``compare.search_first_divergence``) with the artefact's layer fed the same
     inputs (TorchScript) or the ONNX graph's intermediate outputs (ONNX)."""
-    if found.kind == "torchscript":
-        prefix = "model." if hasattr(found.module, "model") else ""
-        candidate, modules = compare.layer_runner(found.module, prefix), None
-        how = "each layer of the artefact fed the reference's inputs"
-    else:
-        candidate = _onnx_intermediates(found, x)
-        if candidate is None:
+    if found.kind == "onnxruntime":
+        try:
+            return runtimes.onnx_first_divergence(reference, found.path, x), "the ONNX graph's intermediate outputs"
+        except GfpganDebugError:
             return None, "this ONNX graph's intermediate outputs could not be mapped to module paths"
-        modules = [m for m in candidate if m in dict(reference.named_modules())]
-        how = "the ONNX graph's intermediate outputs"
-    return compare.search_first_divergence(reference, x, candidate=candidate, modules=modules,
-                                           randomize_noise=False), how
+    prefix = "model." if hasattr(found.module, "model") else ""
+    search = compare.search_first_divergence(reference, x, candidate=compare.layer_runner(found.module, prefix),
+                                             randomize_noise=False)
+    return search, "each layer of the artefact fed the reference's inputs"
 
 
 def divergence_check(found: Artifact, reference, x, facts):
@@ -381,14 +378,6 @@ def divergence_check(found: Artifact, reference, x, facts):
         return Check("first divergence", "ok", f"none: {len(search.layers)} layer outputs agree ({how})"), reference_x
     return Check("first divergence", "problem", f"{divergence} ({how})",
                  dict(name=divergence.name, inputs=divergence.inputs, metrics=divergence.metrics)), reference_x
-
-
-def _onnx_intermediates(found: Artifact, x) -> Optional[Dict[str, np.ndarray]]:
-    try:
-        outputs = runtimes.run("onnxruntime", found.path, x, intermediates="all")
-    except GfpganDebugError:
-        return None
-    return dict(outputs)
 
 
 # ---------------------------------------------------------------------------------------------------------
