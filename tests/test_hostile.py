@@ -149,7 +149,9 @@ def verb_argv(verb: str, path: Path, folder: Path) -> list:
     return {"inspect": ["weights", "inspect", path],
             "export": ["export", "--weights", path, "--out", folder / "out"],
             "run-eager": ["run", "--runtime", "eager", "--artifact", path, "--image", folder / "face.png",
-                          "--out", folder / "restored.png"]}[verb]
+                          "--out", folder / "restored.png"],
+            "doctor": ["doctor", "--artifact", folder / "good.onnx", "--weights", path],
+            "layers": ["layers", "--artifact", folder / "good.onnx", "--weights", path]}[verb]
 
 
 @pytest.mark.parametrize("case", list(CHECKPOINT_CASES))
@@ -162,12 +164,14 @@ def test_a_bad_checkpoint_is_one_clear_error_from_the_api(tmp_path, trained_stat
     assert not (tmp_path / "code-ran").exists()
 
 
-@pytest.mark.parametrize("verb", ["inspect", "export", "run-eager"])
+@pytest.mark.parametrize("verb", ["inspect", "export", "run-eager", "doctor", "layers"])
 @pytest.mark.parametrize("case", list(CHECKPOINT_CASES))
-def test_a_bad_checkpoint_exits_2_with_one_line_and_changes_nothing(workspace, trained_state, capsys, case, verb):
+def test_a_bad_checkpoint_exits_2_with_one_line_and_changes_nothing(workspace, trained_state, good_onnx, capsys,
+                                                                    case, verb):
     path = write_bad_checkpoint(workspace, case, trained_state)
+    (workspace / "good.onnx").write_bytes(good_onnx)  # doctor and layers check an artefact against the checkpoint
     before = snapshot(workspace)
-    prefix = {"inspect": "weights", "export": "export", "run-eager": "run"}[verb]
+    prefix = {"inspect": "weights", "run-eager": "run"}.get(verb, verb)
     refused(capsys, verb_argv(verb, path, workspace), f"gfpgan-debug {prefix}: error: {path}: {CHECKPOINT_CASES[case]}")
     assert snapshot(workspace) == before  # no --out folder, no restored image, no cache entry, no marker
 

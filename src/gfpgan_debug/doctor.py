@@ -167,19 +167,9 @@ def strip_wrapper_prefix(weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray
 def diagnose(artifact, weights=None, image=None, progress: bool = True) -> Diagnosis:
     """Run every check on ``artifact`` (a .pt or .onnx path) and return the Diagnosis."""
     start = time.perf_counter()
+    # every input is opened first: a bad file is one clear error, before any progress bar is drawn
     found = Artifact(artifact)
-    steps = tqdm(total=7, desc="doctor", disable=not progress, leave=False)
-
-    running = []
-
-    def step(label):  # the bar counts finished checks and names the one running
-        if running:
-            steps.update(1)
-        running.append(label)
-        steps.set_postfix_str(label)
-
     own_weights = strip_wrapper_prefix(found.weights)
-    checks, tables, facts = [], {}, {"kind": found.kind}
     reference, checkpoint, report = None, None, None
     config = None
     if weights is not None:
@@ -188,12 +178,31 @@ def diagnose(artifact, weights=None, image=None, progress: bool = True) -> Diagn
         checkpoint = load_checkpoint(weights)
         reference, report = model_from_checkpoint(weights, strict=True)
         config = report.config
-    step("load report")
-    checks.append(load_check(weights, reference, report))
-
     size = found.input_size() or (config or {}).get("out_size") or _size_from_weights(own_weights)
     picture = read_image(image or FACE_PATH)
     x = preprocess(picture, size)
+
+    with tqdm(total=7, desc="doctor", disable=not progress, leave=False) as steps:
+        checks, tables, facts = run_checks(found, own_weights, reference, checkpoint, report, weights, picture, x,
+                                           size, steps)
+    cause, verdict, evidence = decide(checks, facts, checkpoint, report, weights)
+    return Diagnosis(str(artifact), str(weights) if weights else None, str(image or FACE_PATH), cause, verdict,
+                     evidence, checks, time.perf_counter() - start, tables)
+
+
+def run_checks(found, own_weights, reference, checkpoint, report, weights, picture, x, size, steps):
+    """The battery, in order; (checks, tables, facts). ``steps``: the progress bar."""
+    running = []
+
+    def step(label):  # the bar counts finished checks and names the one running
+        if running:
+            steps.update(1)
+        running.append(label)
+        steps.set_postfix_str(label)
+
+    checks, tables, facts = [], {}, {"kind": found.kind}
+    step("load report")
+    checks.append(load_check(weights, reference, report))
 
     step("weight parity")
     if checkpoint is not None:
@@ -256,11 +265,7 @@ def diagnose(artifact, weights=None, image=None, progress: bool = True) -> Diagn
         parity_of_outputs = Check("output parity", "skipped", "no reference without a checkpoint (--weights)")
     checks += [determinism, input_check, parity_of_outputs, divergence]
     steps.update(1)
-    steps.close()
-
-    cause, verdict, evidence = decide(checks, facts, checkpoint, report, weights)
-    return Diagnosis(str(artifact), str(weights) if weights else None, str(image or FACE_PATH), cause, verdict,
-                     evidence, checks, time.perf_counter() - start, tables)
+    return checks, tables, facts
 
 
 def _size_from_weights(weights) -> int:
