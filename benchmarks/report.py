@@ -143,11 +143,13 @@ def workbook_section(workbook: dict, targets: dict) -> list:
     lines = ["## Workbook (`python -m gfpgan_debug.workbook`)", ""]
     if not measured(workbook):
         return lines + [f"Not measured: {workbook.get('why')}.", ""]
-    lines += ["| notebook | seconds | ran to the end |", "| --- | ---: | --- |"]
+    lines += ["| notebook | seconds, median | min-max | ran to the end |", "| --- | ---: | --- | --- |"]
     for name, run in workbook["notebooks"].items():
-        lines.append(f"| {name} | {run['seconds']:.1f} | {'yes' if run['ok'] else 'no: ' + run['error'][:80]} |")
+        spread = f"{run['range']['min']:.1f}-{run['range']['max']:.1f}" if "range" in run else ""
+        lines.append(f"| {name} | {run['seconds']:.1f} | {spread} | {'yes' if run['ok'] else 'no: ' + run['error'][:80]} |")
     total = workbook["total_seconds"]
-    lines += [f"| **total** | **{total:.1f}** | |", "",
+    spread = f"{workbook['total']['min']:.1f}-{workbook['total']['max']:.1f}" if "total" in workbook else ""
+    lines += [f"| **total** | **{total:.1f}** | {spread} | |", "",
               f"{workbook['note']}; target: all under {targets['workbook_seconds']:.0f} s: "
               f"{mark(total < targets['workbook_seconds'])}.", ""]
     return lines
