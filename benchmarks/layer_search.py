@@ -39,12 +39,6 @@ def mapped_modules(graph, model):
     return [path for path, _ in model.named_modules() if path and path in outputs_of], outputs_of
 
 
-def onnx_nodes(path) -> int:
-    import onnx
-
-    return len(onnx.load(str(path), load_external_data=False).graph.node)
-
-
 def search(route: str, model_name: str, files: Path, polygraphy_outputs=None) -> dict:
     import numpy as np
     import torch
@@ -66,7 +60,7 @@ def search(route: str, model_name: str, files: Path, polygraphy_outputs=None) ->
         phases.update(candidate=timings["onnxruntime"], reference_and_compare=timings["eager and compare"])
         phases["search"] = time.perf_counter() - search_start
         return dict(route=route, model=model_name, phases=phases, tensors_exposed=len(search.layers) + len(search.missing),
-                    tensors_compared=len(search.layers), onnx_nodes=onnx_nodes(paths["onnx"]),
+                    tensors_compared=len(search.layers), onnx_nodes=paths["onnx_nodes"],
                     divergence=str(search.divergence) if search.divergence else None)
 
     graph = export.load_onnx(paths["onnx"])
@@ -104,7 +98,7 @@ def search(route: str, model_name: str, files: Path, polygraphy_outputs=None) ->
     phases["search"] = time.perf_counter() - search_start
     compared = sum(1 for name in trace.outputs if name in candidate)
     return dict(route=route, model=model_name, phases=phases, tensors_exposed=exposed, tensors_compared=compared,
-                onnx_nodes=len(graph.graph.node), divergence=str(divergence) if divergence else None)
+                onnx_nodes=paths["onnx_nodes"], divergence=str(divergence) if divergence else None)
 
 
 def main(argv=None) -> int:
